@@ -1,0 +1,269 @@
+"""Datasets -> splits -> loaders. Small built-in sets live in memory as uint8 tensors and are batched
+on tensors; image folders and CSV lists go through a DataLoader with workers. Both loaders yield
+normalized float batches, so the trainer cannot tell them apart."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import DaxiaoError, did_you_mean
+from .builtin import BUILTIN
+from .folder import (
+    FileList,
+    ImageFiles,
+    check_files,
+    collate_skip_none,
+    read_csv_list,
+    scan_folder,
+    split_root,
+)
+from .preprocess import Preprocess, channel_convert, resize_uint8
+
+__all__ = ["BUILTIN", "DataBundle", "Preprocess", "TensorSplit", "FileSplit", "load_data", "make_loader"]
+
+FOLDER_DEFAULT_SIZE = 224  # the size ImageNet backbones were trained at; --image-size overrides
+
+
+@dataclass
+class TensorSplit:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.labels
+
+    def names(self) -> list[str]:
+        return [str(i) for i in range(len(self))]
+
+
+@dataclass
+class FileSplit:
+    files: FileList
+
+    def __len__(self) -> int:
+        return len(self.files.paths)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return torch.tensor(self.files.labels, dtype=torch.long)
+
+    def names(self) -> list[str]:
+        return [str(p) for p in self.files.paths]
+
+
+Split = TensorSplit | FileSplit
+
+
+@dataclass
+class DataBundle:
+    train: Split
+    val: Split
+    test: Split | None
+    classes: list[str]
+    preprocess: Preprocess
+    source: str
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.train, TensorSplit)
+
+    def split(self, name: str) -> Split:
+        s = getattr(self, name, None)
+        if s is None:
+            raise DaxiaoError(f"{self.source} has no {name} split; use --split val or train.")
+        return s
+
+    def class_counts(self, split: str = "train") -> dict[str, int]:
+        counts = Counter(self.split(split).targets.tolist())
+        return {c: counts[i] for i, c in enumerate(self.classes)}
+
+
+def load_data(cfg: DataConfig, seed: int = 0, preprocess: Preprocess | None = None,
+              classes: list[str] | None = None) -> DataBundle:
+    """Load `cfg.data` (a built-in name, an image folder, or a CSV) into train/val/test splits.
+
+    Args:
+        cfg: the data section of the run config.
+        seed: fixes the stratified train/val split.
+        preprocess: a trained model's preprocessing, to load data exactly as it was seen in training.
+        classes: a trained model's class names; the data's classes must be among them.
+    """
+    if cfg.data in BUILTIN:
+        return _load_builtin(cfg, seed, preprocess, classes)
+    path = Path(cfg.data).expanduser()
+    if not path.exists():
+        hint = did_you_mean(cfg.data, BUILTIN)
+        raise DaxiaoError(f"--data {cfg.data!r} is neither a built-in dataset ({', '.join(BUILTIN)}) nor an "
+                          f"existing path.{hint}")
+    return _load_files(cfg, path, seed, preprocess, classes)
+
+
+def stratified_split(labels: torch.Tensor | list[int], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx) with every class in proportion, fixed by `seed`."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(labels)
+    counts = Counter(y.tolist())
+    if min(counts.values()) < 2:
+        raise DaxiaoError("A class has a single image, too few to split off validation data; "
+                          "add images or pass a separate --val set.")
+    n_val = max(len(counts), math.ceil(len(y) * fraction))
+    if n_val >= len(y):
+        raise DaxiaoError(f"Too few images ({len(y)}) to split {fraction:.0%} off for validation; pass --val.")
+    return train_test_split(np.arange(len(y)), test_size=n_val, stratify=y, random_state=seed)
+
+
+def _check_classes(classes: list[str], known: list[str] | None, where: str) -> None:
+    if len(classes) < 2 and known is None:
+        raise DaxiaoError(f"{where} has only one class ({', '.join(classes)}); a classifier needs at least two.")
+    if known is not None and (extra := [c for c in classes if c not in known]):
+        raise DaxiaoError(f"{where} has classes the model was not trained on: {', '.join(extra[:5])} "
+                          f"(the model knows {', '.join(known[:10])}{'...' if len(known) > 10 else ''}).")
+
+
+def _load_builtin(cfg: DataConfig, seed: int, pre: Preprocess | None, known: list[str] | None) -> DataBundle:
+    xtr, ytr, xte, yte, classes = BUILTIN[cfg.data].loader(Path(cfg.data_dir) if cfg.data_dir else None)
+    _check_classes(classes, known, cfg.data)
+    if known is not None:  # a model's class order wins
+        remap = torch.tensor([known.index(c) for c in classes])
+        ytr, yte, classes = remap[ytr], remap[yte], known
+    channels = pre.channels if pre else (cfg.channels or xtr.shape[1])
+    size = pre.image_size if pre else (cfg.image_size or xtr.shape[-1])
+    xtr, xte = (resize_uint8(channel_convert(x, channels), size) for x in (xtr, xte))
+    tr, va = stratified_split(ytr, cfg.val_split, seed)
+    train, val = TensorSplit(xtr[tr], ytr[tr]), TensorSplit(xtr[va], ytr[va])
+    if pre is None:  # per-channel statistics of the training split
+        x = train.images.float() / 255
+        pre = Preprocess(size, channels, cfg.resize, tuple(x.mean((0, 2, 3)).tolist()),
+                         tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist()))
+    return DataBundle(train, val, TensorSplit(xte, yte), classes, pre, cfg.data)
+
+
+def _file_list(path: Path, known: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
+    """Files, labels and classes of a folder or CSV; with `known` (a model's classes) labels index those."""
+    if path.is_file() and path.suffix.lower() == ".csv":
+        paths, labels, found = read_csv_list(path)
+    elif path.is_file():
+        raise DaxiaoError(f"{path} is a file; --data takes a folder of class sub-folders or a .csv list.")
+    else:
+        paths, labels, found = scan_folder(path)
+    _check_classes(found, known, str(path))
+    if known is None:
+        return paths, labels, found
+    return paths, [known.index(found[i]) for i in labels], known
+
+
+def _load_files(cfg: DataConfig, path: Path, seed: int, pre: Preprocess | None,
+                known: list[str] | None) -> DataBundle:
+    roots = split_root(path) if path.is_dir() else None
+    train_src = roots["train"] if roots else path
+    paths, labels, classes = _file_list(train_src, known)
+    train = check_files(paths, labels, classes, str(train_src))
+    skipped = list(train.skipped)
+    val_src = Path(cfg.val) if cfg.val else (roots["val"] if roots else None)
+    if val_src is not None:
+        if not val_src.exists():
+            raise DaxiaoError(f"No such validation path: {val_src}.")
+        vp, vl, _ = _file_list(val_src, classes)
+        val = check_files(vp, vl, classes, str(val_src))
+        skipped += val.skipped
+    elif known is not None:  # evaluating a trained model: every file is evaluation data
+        val = train
+    else:
+        tr, va = stratified_split(train.labels, cfg.val_split, seed)
+        val = FileList([train.paths[i] for i in va], [train.labels[i] for i in va], classes, train.grey)
+        train = FileList([train.paths[i] for i in tr], [train.labels[i] for i in tr], classes, train.grey,
+                         train.skipped)
+    test = None
+    if roots and "test" in roots:
+        tp, tl, _ = _file_list(roots["test"], classes)
+        test = check_files(tp, tl, classes, str(roots["test"]))
+        skipped += test.skipped
+    if pre is None:
+        channels = cfg.channels or (1 if train.grey and val.grey else 3)
+        pre = Preprocess(cfg.image_size or FOLDER_DEFAULT_SIZE, channels, cfg.resize)
+        pre.mean, pre.std = _folder_stats(train, pre, seed)
+    return DataBundle(FileSplit(train), FileSplit(val), FileSplit(test) if test else None, classes, pre,
+                      str(path), skipped)
+
+
+def _folder_stats(files: FileList, pre: Preprocess, seed: int, n: int = 256) -> tuple[tuple, tuple]:
+    """Per-channel mean/std from up to `n` training images (seeded sample): enough for normalization."""
+    idx = random.Random(seed).sample(range(len(files.paths)), min(n, len(files.paths)))
+    ds = ImageFiles([files.paths[i] for i in idx], [0] * len(idx), pre)
+    x = torch.stack([item[0] for item in (ds[i] for i in range(len(ds))) if item is not None]).float() / 255
+    return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist())
+
+
+class TensorLoader:
+    """Batches an in-memory uint8 set with tensor indexing: no per-sample Python, no worker processes.
+
+    The shuffle order is a pure function of (seed, epoch), so a resumed run sees the same batches.
+    """
+
+    def __init__(self, split: TensorSplit, batch_size: int, preprocess: Preprocess, shuffle: bool = False,
+                 seed: int = 0, drop_last: bool = False):
+        self.split, self.batch_size, self.pre = split, batch_size, preprocess
+        self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.split)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        else:
+            order = torch.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.pre.normalize(self.split.images[idx]), self.split.labels[idx]
+
+
+class FileLoader:
+    """A DataLoader over image files with workers; same interface and seeding as TensorLoader."""
+
+    def __init__(self, split: FileSplit, batch_size: int, preprocess: Preprocess, shuffle: bool = False,
+                 seed: int = 0, drop_last: bool = False, workers: int = 2, transform=None):
+        self.seed, self.epoch, self.pre = seed, 0, preprocess
+        self.generator = torch.Generator()
+        ds = ImageFiles(split.files.paths, split.files.labels, preprocess, transform)
+        self.loader = torch.utils.data.DataLoader(
+            ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
+            collate_fn=collate_skip_none, generator=self.generator, persistent_workers=workers > 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed * 100_003 + self.epoch)
+        for x, y in self.loader:
+            if len(y):
+                yield self.pre.normalize(x), y
+
+
+def make_loader(split: Split, batch_size: int, preprocess: Preprocess, shuffle: bool = False, seed: int = 0,
+                workers: int = 2, drop_last: bool = False) -> TensorLoader | FileLoader:
+    if isinstance(split, TensorSplit):
+        return TensorLoader(split, batch_size, preprocess, shuffle, seed, drop_last)
+    return FileLoader(split, batch_size, preprocess, shuffle, seed, drop_last, workers)

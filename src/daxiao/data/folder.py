@@ -1,0 +1,151 @@
+"""Image folders and CSV lists: find the files, check each one decodes, and serve them to a DataLoader.
+
+Unreadable files (zero bytes, truncated, not an image) are found once, up front, in a thread pool
+(Pillow releases the GIL while decoding), so training never meets them mid-epoch; they are counted and
+reported. A file that still fails later (changed on disk) is dropped from its batch, not fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..errors import DaxiaoError
+from .preprocess import Preprocess
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+VAL_NAMES = ("val", "valid", "validation")
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+@dataclass
+class FileList:
+    """Checked image files with integer labels into `classes`."""
+
+    paths: list[Path]
+    labels: list[int]
+    classes: list[str]
+    grey: bool = True  # every readable image was greyscale
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTS
+
+
+def split_root(root: Path) -> dict[str, Path] | None:
+    """{'train': ..., 'val': ..., 'test': ...} if `root` holds train/ and val/ (or valid/, validation/)."""
+    if not (root / "train").is_dir():
+        return None
+    val = next((root / n for n in VAL_NAMES if (root / n).is_dir()), None)
+    if val is None:
+        return None
+    found = {"train": root / "train", "val": val}
+    if (root / "test").is_dir():
+        found["test"] = root / "test"
+    return found
+
+
+def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    """One sub-folder per class, searched recursively; class order is sorted names (as torchvision)."""
+    if not root.exists():
+        raise DaxiaoError(f"No such folder: {root}. Pass --data DIR with one sub-folder per class.")
+    if not root.is_dir():
+        raise DaxiaoError(f"{root} is a file, not a folder; pass a folder of class sub-folders or a .csv list.")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DaxiaoError(f"{root} has no class sub-folders; put each class's images in {root}/<class>/.")
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        files = sorted(p for p in (root / c).rglob("*") if is_image(p))
+        paths += files
+        labels += [i] * len(files)
+    if not paths:
+        raise DaxiaoError(f"{root} has no images ({', '.join(sorted(IMAGE_EXTS))}) in its class folders.")
+    return paths, labels, classes
+
+
+def read_csv_list(path: Path) -> tuple[list[Path], list[int], list[str]]:
+    """A CSV of `path,label` rows (header optional); relative paths are relative to the CSV's folder."""
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.reader(f):
+            if len(row) < 2 or not row[0].strip():
+                continue
+            rows.append((row[0].strip(), row[1].strip()))
+    if rows and rows[0][0].lower() in ("path", "file", "filename", "image") and rows[0][1].lower() in (
+            "label", "class", "target"):
+        rows = rows[1:]
+    if not rows:
+        raise DaxiaoError(f"{path} lists no images; expected rows of `path,label`.")
+    classes = sorted({label for _, label in rows})
+    index = {c: i for i, c in enumerate(classes)}
+    paths = [p if (p := Path(f)).is_absolute() else path.parent / p for f, _ in rows]
+    return paths, [index[label] for _, label in rows], classes
+
+
+def _check(path: Path) -> tuple[str | None, bool]:
+    """(problem or None, is grey). A full decode: verify() alone misses truncated files."""
+    try:
+        if path.stat().st_size == 0:
+            return "zero-byte file", False
+        with Image.open(path) as im:
+            im.load()
+            return None, im.mode in GREY_MODES
+    except FileNotFoundError:
+        return "missing file", False
+    except Exception as e:  # Pillow raises several types for bad data (UnidentifiedImageError, OSError, ...)
+        return f"unreadable ({type(e).__name__})", False
+
+
+def check_files(paths: list[Path], labels: list[int], classes: list[str], where: str,
+                workers: int = 8) -> FileList:
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(_check, paths))
+    good = [i for i, (problem, _) in enumerate(results) if problem is None]
+    skipped = [(paths[i], results[i][0]) for i in range(len(paths)) if results[i][0] is not None]
+    fl = FileList([paths[i] for i in good], [labels[i] for i in good], classes,
+                  grey=all(results[i][1] for i in good), skipped=skipped)
+    counts = Counter(fl.labels)
+    empty = [c for i, c in enumerate(classes) if counts[i] == 0]
+    if not fl.paths:
+        raise DaxiaoError(f"{where}: none of the {len(paths)} images could be read (all corrupt or empty).")
+    if empty:
+        raise DaxiaoError(f"{where}: class folder(s) {', '.join(empty)} have no readable images"
+                          f"{' after skipping ' + str(len(skipped)) + ' bad files' if skipped else ''}; "
+                          "add images or remove the folder.")
+    return fl
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decodes and preprocesses one file per item -> (uint8 C,H,W tensor, label); None if it fails."""
+
+    def __init__(self, paths: list[Path], labels: list[int], preprocess: Preprocess, transform=None):
+        self.paths, self.labels, self.preprocess, self.transform = paths, labels, preprocess, transform
+        self.targets = torch.tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            with Image.open(self.paths[i]) as im:
+                x = self.preprocess.pil_to_uint8(im)
+        except Exception:  # changed on disk since the check: drop it from the batch, don't end the epoch
+            return None
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.labels[i]
+
+
+def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
+    return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch], dtype=torch.long)

@@ -1,0 +1,87 @@
+"""How a picture becomes the model's input: mode -> channels -> size. Recorded with every model so
+prediction sees images exactly as training did."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ..errors import check_choice
+
+RESIZE_MODES = ("squash", "crop", "pad")
+
+
+@dataclass
+class Preprocess:
+    image_size: int
+    channels: int
+    resize: str = "squash"  # squash: whole image, aspect ignored (Keras flow_from_directory's behaviour)
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+
+    def __post_init__(self) -> None:
+        check_choice("resize", self.resize, RESIZE_MODES)
+        self.mean, self.std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def pil_to_uint8(self, img: Image.Image) -> torch.Tensor:
+        """A PIL image of any mode and size -> (channels, size, size) uint8 tensor."""
+        img = ImageOps.exif_transpose(img)
+        img = to_mode(img, "L" if self.channels == 1 else "RGB")
+        s = self.image_size
+        if img.size != (s, s):
+            if self.resize == "squash":
+                img = img.resize((s, s), Image.BILINEAR)
+            elif self.resize == "crop":  # shorter side to s, centre crop: fills the frame, may cut edges
+                img = ImageOps.fit(img, (s, s), Image.BILINEAR)
+            else:  # longer side to s, black borders: keeps everything and the aspect ratio
+                img = ImageOps.pad(img, (s, s), Image.BILINEAR, color=0)
+        arr = np.asarray(img, dtype=np.uint8)
+        arr = arr[:, :, None] if arr.ndim == 2 else arr
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float32, (x/255 - mean) / std, as one fused multiply-add."""
+        scale = torch.tensor([1 / (255 * s) for s in self.std]).view(1, -1, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std, strict=True)]).view(1, -1, 1, 1)
+        return torch.addcmul(shift, batch.float(), scale)
+
+
+def to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """Convert any PIL mode to 'L' or 'RGB'; transparency is composited on black, 16-bit is rescaled."""
+    if img.mode == mode:
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        img = Image.fromarray(((arr - lo) / max(hi - lo, 1e-6) * 255).astype(np.uint8), "L")
+    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(bg, rgba)
+    return img.convert(mode)
+
+
+def channel_convert(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) with C in {1, 3} -> `channels` channels (grey repeated, or ITU-R 601 luma)."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a whole in-memory uint8 set at once (bilinear; antialiased when shrinking)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
+                                          align_corners=False, antialias=size < images.shape[-1])
+    return out.round().clamp(0, 255).to(torch.uint8)

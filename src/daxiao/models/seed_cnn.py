@@ -1,0 +1,63 @@
+"""seed-cnn: the seed article's first model, layer for layer.
+
+    Conv2D(32, 3x3, activation) -> MaxPooling2D(2x2) -> Flatten -> Dense(128, activation) -> Dense(classes)
+
+The softmax of the Keras version lives in the loss (cross-entropy on logits), as is usual in PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..registry import register_model
+from .layers import MONOTONE, make_act, scratch_cfg
+
+
+class SeedCNN(nn.Module):
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, input_size: int = 28,
+                 activation: str = "relu", filters: int = 32, hidden: int = 128, drop_rate: float = 0.0):
+        super().__init__()
+        if input_size < 4:
+            raise ValueError(f"seed-cnn needs inputs of at least 4x4 pixels (received {input_size})")
+        self.conv = nn.Conv2d(in_chans, filters, 3)
+        self.act1 = make_act(activation)
+        self.pool = nn.MaxPool2d(2)
+        # Pooling first is exact for activations that never decrease (max(f(a), f(b)) = f(max(a, b)))
+        # and runs the activation and its backward on a quarter of the pixels: measurably faster on CPU
+        # (benchmarks/seed_cnn.py). Non-monotone ones (gelu, silu) keep the article's order.
+        self.pool_first = activation in MONOTONE
+        side = (input_size - 2) // 2
+        self.num_features = hidden
+        self.fc1 = nn.Linear(filters * side * side, hidden)
+        self.act2 = make_act(activation)
+        self.drop = nn.Dropout(drop_rate)
+        self.num_classes = num_classes
+        self.fc2 = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = scratch_cfg(in_chans, input_size)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return self.act1(self.pool(x)) if self.pool_first else self.pool(self.act1(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.act2(self.fc1(x.flatten(1))))
+        return x if pre_logits else self.fc2(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc2
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc2 = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+@register_model("seed-cnn", "big")
+def seed_cnn(pretrained: bool = False, **kwargs) -> SeedCNN:
+    """The article's DNN (its "big model" section): Conv2D(32)-MaxPool-Dense(128)."""
+    if pretrained:
+        raise ValueError("seed-cnn has no pretrained weights; train it from scratch")
+    return SeedCNN(**kwargs)

@@ -1,0 +1,82 @@
+"""The zoo's members that timm already builds well: MobileNetV2/V3, ResNet, EfficientNet-Lite.
+
+Papers: MobileNetV2 (https://arxiv.org/abs/1801.04381), MobileNetV3 (https://arxiv.org/abs/1905.02244),
+ResNet (https://arxiv.org/abs/1512.03385), EfficientNet (https://arxiv.org/abs/1905.11946; "Lite" drops
+squeeze-excitation and swish for on-device use). Thin wrappers around ``timm.create_model`` so the
+registry stays the one place models come from; ``timm:<name>`` reaches any other timm model.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import timm
+from torch import nn
+
+from ..errors import DaxiaoError, did_you_mean
+from ..registry import register_model
+from .layers import hub_download, is_small, scratch_cfg
+
+
+def small_stem(model: nn.Module) -> None:
+    """Stride-1 stem for small inputs: ResNet's 7x7/2 conv + max-pool, or the EfficientNet/MobileNet conv_stem."""
+    if hasattr(model, "conv1") and hasattr(model, "maxpool"):  # ResNet family
+        model.conv1.stride = (1, 1)
+        model.maxpool = nn.Identity()
+    elif hasattr(model, "conv_stem"):  # EfficientNet / MobileNetV2 / MobileNetV3 family
+        model.conv_stem.stride = (1, 1)
+
+
+def create_timm(timm_name: str, pretrained: bool = False, num_classes: int = 1000, in_chans: int = 3,
+                input_size: int = 224, activation: str | None = None, **kwargs) -> nn.Module:
+    """Build ``timm_name`` with the zoo's conventions (small-input stem, activation by name, clear errors)."""
+    if not timm.is_model(timm_name):
+        raise DaxiaoError(f"timm has no model {timm_name!r}.{did_you_mean(timm_name, timm.list_models())}")
+    if activation is not None:
+        kwargs["act_layer"] = activation
+    with hub_download(timm_name) if pretrained else nullcontext():
+        model = timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes,
+                                  in_chans=in_chans, **kwargs)
+    if is_small(input_size):
+        small_stem(model)
+    cfg = scratch_cfg(in_chans, input_size)
+    if pretrained:  # pretrained weights expect their own normalization
+        cfg.update(mean=tuple(model.pretrained_cfg["mean"]), std=tuple(model.pretrained_cfg["std"]))
+    model.pretrained_cfg = {**model.pretrained_cfg, **cfg}
+    return model
+
+
+@register_model("mobilenet", "small")
+def mobilenetv2(pretrained: bool = False, **kwargs) -> nn.Module:
+    """MobileNetV2: inverted residuals with linear bottlenecks (timm mobilenetv2_100)."""
+    return create_timm("mobilenetv2_100", pretrained, **kwargs)
+
+
+@register_model("mobilenet", "small")
+def mobilenetv3_small(pretrained: bool = False, **kwargs) -> nn.Module:
+    """MobileNetV3-Small: NAS-found blocks, SE and hard-swish (timm mobilenetv3_small_100)."""
+    return create_timm("mobilenetv3_small_100", pretrained, **kwargs)
+
+
+@register_model("mobilenet", "small")
+def mobilenetv3_large(pretrained: bool = False, **kwargs) -> nn.Module:
+    """MobileNetV3-Large (timm mobilenetv3_large_100)."""
+    return create_timm("mobilenetv3_large_100", pretrained, **kwargs)
+
+
+@register_model("resnet", "big")
+def resnet18(pretrained: bool = False, **kwargs) -> nn.Module:
+    """ResNet-18: residual basic blocks (timm resnet18)."""
+    return create_timm("resnet18", pretrained, **kwargs)
+
+
+@register_model("resnet", "big")
+def resnet50(pretrained: bool = False, **kwargs) -> nn.Module:
+    """ResNet-50: residual bottleneck blocks (timm resnet50)."""
+    return create_timm("resnet50", pretrained, **kwargs)
+
+
+@register_model("efficientnet", "big")
+def efficientnet_lite0(pretrained: bool = False, **kwargs) -> nn.Module:
+    """EfficientNet-Lite0: the on-device EfficientNet, no SE, ReLU6 (timm tf_efficientnet_lite0)."""
+    return create_timm("tf_efficientnet_lite0", pretrained, **kwargs)

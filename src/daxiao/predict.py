@@ -1,0 +1,71 @@
+"""Predict classes of image files with a trained model, preprocessing them exactly as in training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .checkpoint import load_model
+from .data.folder import is_image
+from .data.preprocess import Preprocess
+from .errors import DaxiaoError
+
+
+def collect_images(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, folders searched recursively for images."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if is_image(f))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DaxiaoError(f"No such image or folder: {p}.")
+    if not files:
+        raise DaxiaoError(f"No images found in {', '.join(map(str, inputs))}.")
+    return files
+
+
+@torch.no_grad()
+def predict(weights: str | Path, images: list[str | Path], top_k: int = 5, batch_size: int = 64) -> list[dict]:
+    """Top-k classes for each image.
+
+    Returns:
+        One dict per file: {"file", "top": [{"class", "probability"}, ...]} or {"file", "error"} for a
+        file that cannot be read (it is reported, not fatal).
+
+    Example:
+        >>> predict("runs/seed-cnn-digits", ["my_digit.png"], top_k=3)
+    """
+    model, meta = load_model(weights)
+    pre = Preprocess(**meta["preprocess"])
+    classes = meta["classes"]
+    k = min(top_k, len(classes))
+    results: list[dict] = []
+    batch: list[tuple[int, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        x = pre.normalize(torch.stack([t for _, t in batch])).contiguous(memory_format=torch.channels_last)
+        probs = model(x.to(next(model.parameters()).device)).float().softmax(1).cpu()
+        top = probs.topk(k, 1)
+        for (i, _), pv, iv in zip(batch, top.values, top.indices, strict=True):
+            pairs = zip(pv.tolist(), iv.tolist(), strict=True)
+            results[i]["top"] = [{"class": classes[c], "probability": round(p, 6)} for p, c in pairs]
+        batch.clear()
+
+    for f in collect_images(images):
+        results.append({"file": str(f)})
+        try:
+            with Image.open(f) as im:
+                batch.append((len(results) - 1, pre.pil_to_uint8(im)))
+        except Exception as e:  # Pillow raises several types for unreadable files
+            results[-1]["error"] = f"unreadable image ({type(e).__name__})"
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return results

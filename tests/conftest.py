@@ -1,0 +1,52 @@
+"""Shared fixtures: small image folders built on the spot, including broken files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+
+
+def draw(kind: int, size: int = 24, seed: int = 0, rgb: bool = True) -> Image.Image:
+    """Class 0: a bright horizontal bar; class 1: a vertical bar; class 2: a centred square. Plus noise."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 40, (size, size), dtype=np.uint8)
+    pos = rng.integers(size // 4, 3 * size // 4)
+    if kind == 0:
+        a[pos - 2:pos + 2, 2:-2] = 230
+    elif kind == 1:
+        a[2:-2, pos - 2:pos + 2] = 230
+    else:
+        a[size // 3:2 * size // 3, size // 3:2 * size // 3] = 230
+    img = Image.fromarray(a, "L")
+    return img.convert("RGB") if rgb else img
+
+
+def make_folder(root: Path, classes=("bar_h", "bar_v", "square"), per_class: int = 12, size: int = 24,
+                broken: bool = False, ext: str = ".png") -> Path:
+    for k, c in enumerate(classes):
+        d = root / c / "nested"  # recursive search
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            draw(k, size, seed=100 * k + i).save(d / f"img{i}{ext if i % 3 else ext.upper()}")
+    if broken:
+        (root / classes[0] / "empty.png").write_bytes(b"")
+        good = (root / classes[1] / "nested" / "img1.png").read_bytes()
+        (root / classes[1] / "truncated.png").write_bytes(good[: len(good) // 2])
+        (root / classes[2] / "notes.jpg").write_text("this is not an image")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_folder(tmp_path / "shapes", broken=True)
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
