@@ -31,6 +31,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from .lr_find import lr_find
+    from .runs import build
+
+    cfg = config_from_args(args).validate()
+    model, bundle = build(cfg)
+    r = lr_find(model, bundle, cfg, args.start_lr, args.end_lr, args.steps, args.out)
+    out.print(f"suggested lr {r['suggested_lr']:.3g} (steepest loss descent; {len(r['lrs'])} steps); plot: {args.out}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -79,7 +90,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     table = Table(title=f"daxiao models at {args.in_chans}x{args.input_size}x{args.input_size}, 1000 classes "
                         "(any timm model also works as timm:<name>)")
     for col in ("name", "camp", "family", "params", "MACs", "what it is"):
-        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left", no_wrap=col != "what it is")
     for n in names:
         info = model_info(n)
         m = create_model(n, num_classes=1000, in_chans=args.in_chans, input_size=args.input_size)
@@ -135,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="YAML file of settings (nested or flat keys, as in a run's config.yaml)")
     add_config_flags(t)
     t.set_defaults(fn=cmd_train)
+
+    lf = sub.add_parser("lr-find", help="learning-rate range test: plot loss against lr, suggest a value",
+                        description="Takes the same settings as train (model, data, optimizer, batch size, loss).")
+    lf.add_argument("--config")
+    add_config_flags(lf)
+    lf.add_argument("--out", default="lr_find.png", help="plot file (PNG)")
+    lf.add_argument("--start-lr", type=float, default=1e-7)
+    lf.add_argument("--end-lr", type=float, default=10.0)
+    lf.add_argument("--steps", type=int, default=100)
+    lf.set_defaults(fn=cmd_lr_find)
 
     e = sub.add_parser("evaluate", help="accuracy, per-class metrics, confusion matrix, predictions.csv")
     e.add_argument("weights", metavar="RUN_OR_WEIGHTS")

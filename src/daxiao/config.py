@@ -19,7 +19,7 @@ import yaml
 from .errors import DaxiaoError, check_choice, did_you_mean
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -33,6 +33,8 @@ class DataConfig:
     resize: str = "squash"           # squash | crop | pad, for non-square images (see README)
     val_split: float = 0.1           # fraction of train held out for validation (stratified, seeded)
     workers: int = 2                 # DataLoader processes for image folders (in-memory sets need none)
+    augment: str = "none"            # preset (none|seed|light|strong) and/or Keras names: "seed,rotation_range=10"
+    balanced_sampling: bool = False  # draw classes evenly (weighted sampler, with replacement)
 
 
 @dataclass
@@ -51,14 +53,18 @@ class OptimConfig:
     momentum: float = 0.9            # sgd and rmsprop
     nesterov: bool = False           # sgd
     weight_decay: float = 0.0        # never applied to norm or bias tensors
-    schedule: str = "cosine"         # constant | cosine | onecycle; the lr is a function of the step
-    warmup_epochs: float = 0.0       # linear warmup from lr/10 (cosine and constant)
+    schedule: str = "cosine"         # constant | step | cosine | onecycle; the lr is a function of the step
+    warmup_epochs: float = 0.0       # linear warmup from lr/10 (constant, step and cosine)
+    step_size: float = 0.0           # step schedule: epochs between decays; 0: a third of the epochs
+    gamma: float = 0.1               # step schedule: lr factor at each decay
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
+    loss: str = "cross-entropy"      # cross-entropy | label-smoothing=<eps> | mse | focal[=<gamma>]
+    class_weight: str | None = None  # balanced | a list like 1,2,1: per-class loss weights for imbalanced data
     seed: int = 0                    # fixes the split, the init and the shuffle order
     patience: int = 0                # stop after this many epochs without a better val accuracy; 0: never
     precision: str = "auto"          # auto | fp32 | bf16 (CPU autocast); auto: bf16 where it was measured to help
@@ -97,6 +103,8 @@ class RunConfig:
             ("weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),
             ("momentum", o.momentum, 0 <= o.momentum < 1, "in [0, 1)"),
             ("warmup_epochs", o.warmup_epochs, o.warmup_epochs >= 0, ">= 0"),
+            ("step_size", o.step_size, o.step_size >= 0, ">= 0"),
+            ("gamma", o.gamma, 0 < o.gamma <= 1, "in (0, 1]"),
             ("val_split", d.val_split, 0 < d.val_split < 1, "in (0, 1)"),
             ("image_size", d.image_size, d.image_size is None or d.image_size >= 4, ">= 4"),
             ("channels", d.channels, d.channels in (None, 1, 3), "1 or 3"),
@@ -109,6 +117,11 @@ class RunConfig:
         check_choice("schedule", o.schedule, SCHEDULES)
         check_choice("precision", t.precision, PRECISIONS)
         check_choice("resize", d.resize, ("squash", "crop", "pad"))
+        from .augment import parse_augment  # imported here: these need torch; config stays light
+        from .losses import parse_loss
+
+        parse_loss(t.loss)
+        parse_augment(d.augment)
         return self
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig, apply_overrides, load_yaml
-from .data import load_data
+from .data import DataBundle, load_data
 from .errors import DaxiaoError
 from .registry import create_model, model_info
 from .trainer import fit
@@ -47,6 +47,18 @@ def run_folder(cfg: RunConfig) -> Path:
     return run
 
 
+def build(cfg: RunConfig) -> tuple[torch.nn.Module, DataBundle]:
+    """The data, then a model shaped for it (classes, channels, input size), initialised from the seed."""
+    info = model_info(cfg.model.name)  # unknown names fail here, before any data is read
+    bundle = load_data(cfg.data, cfg.train.seed)
+    pre, m = bundle.preprocess, cfg.model
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(info.name, pretrained=m.pretrained, num_classes=len(bundle.classes),
+                         in_chans=pre.channels, input_size=pre.image_size, activation=m.activation,
+                         alpha=m.alpha, drop_rate=m.drop_rate)
+    return model, bundle
+
+
 def train(cfg: RunConfig, verbose: bool = True) -> dict:
     """The `daxiao train` job. With ``resume`` the run's own config.yaml is the base and `cfg`'s epochs
     (if larger) extends it."""
@@ -57,14 +69,7 @@ def train(cfg: RunConfig, verbose: bool = True) -> dict:
         apply_overrides(saved, {"epochs": max(cfg.train.epochs, saved.train.epochs), "resume": True,
                                 "name": run.name, "project": cfg.project})
         cfg = saved
-    info = model_info(cfg.model.name)  # unknown names fail here, before any data is read
-    torch.manual_seed(cfg.train.seed)
-    bundle = load_data(cfg.data, cfg.train.seed)
-    pre = bundle.preprocess
-    m = cfg.model
-    model = create_model(info.name, pretrained=m.pretrained, num_classes=len(bundle.classes),
-                         in_chans=pre.channels, input_size=pre.image_size, activation=m.activation,
-                         alpha=m.alpha, drop_rate=m.drop_rate)
+    model, bundle = build(cfg)
     result = fit(model, bundle, cfg, run_dir=run, verbose=verbose)
     result["params"] = sum(p.numel() for p in model.parameters())
     result["model"] = model

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,16 +209,29 @@ def _folder_stats(files: FileList, pre: Preprocess, seed: int, n: int = 256) -> 
     return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist())
 
 
+BatchAugment = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-example sampling weights that draw every class equally often (1 / class count)."""
+    counts = torch.bincount(labels).clamp_min(1).double()
+    return 1.0 / counts[labels]
+
+
 class TensorLoader:
     """Batches an in-memory uint8 set with tensor indexing: no per-sample Python, no worker processes.
 
-    The shuffle order is a pure function of (seed, epoch), so a resumed run sees the same batches.
+    The shuffle order and the augmentation draws are pure functions of (seed, epoch), so a resumed run
+    sees the same batches. `augment` runs on the uint8 batch, before normalization; it may return soft
+    targets (Mixup/CutMix) in place of the labels.
     """
 
     def __init__(self, split: TensorSplit, batch_size: int, preprocess: Preprocess, shuffle: bool = False,
-                 seed: int = 0, drop_last: bool = False):
+                 seed: int = 0, drop_last: bool = False, balanced: bool = False, augment: BatchAugment | None = None):
         self.split, self.batch_size, self.pre = split, batch_size, preprocess
         self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
+        self.weights = balanced_weights(split.labels) if balanced else None
+        self.augment = augment
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -228,26 +242,38 @@ class TensorLoader:
 
     def __iter__(self):
         n = len(self.split)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.weights is not None:  # balanced sampling: classes drawn evenly, with replacement
+            order = torch.multinomial(self.weights, n, replacement=True, generator=g)
+        elif self.shuffle:
+            order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.pre.normalize(self.split.images[idx]), self.split.labels[idx]
+            x, y = self.split.images[idx], self.split.labels[idx]
+            if self.augment is not None:
+                x, y = self.augment(x, y, g)
+            yield self.pre.normalize(x), y
 
 
 class FileLoader:
     """A DataLoader over image files with workers; same interface and seeding as TensorLoader."""
 
     def __init__(self, split: FileSplit, batch_size: int, preprocess: Preprocess, shuffle: bool = False,
-                 seed: int = 0, drop_last: bool = False, workers: int = 2, transform=None):
-        self.seed, self.epoch, self.pre = seed, 0, preprocess
+                 seed: int = 0, drop_last: bool = False, workers: int = 2, balanced: bool = False,
+                 augment: BatchAugment | None = None):
+        self.seed, self.epoch, self.pre, self.augment = seed, 0, preprocess, augment
         self.generator = torch.Generator()
-        ds = ImageFiles(split.files.paths, split.files.labels, preprocess, transform)
+        ds = ImageFiles(split.files.paths, split.files.labels, preprocess)
+        sampler = None
+        if balanced:
+            weights = balanced_weights(torch.tensor(split.files.labels))
+            sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=self.generator)
         self.loader = torch.utils.data.DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
-            collate_fn=collate_skip_none, generator=self.generator, persistent_workers=workers > 0)
+            ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, drop_last=drop_last,
+            num_workers=workers, collate_fn=collate_skip_none, generator=self.generator,
+            persistent_workers=workers > 0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -257,13 +283,18 @@ class FileLoader:
 
     def __iter__(self):
         self.generator.manual_seed(self.seed * 100_003 + self.epoch)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 1)  # augmentation's own stream
         for x, y in self.loader:
             if len(y):
+                if self.augment is not None:  # the same batched tensor path as in-memory sets
+                    x, y = self.augment(x, y, g)
                 yield self.pre.normalize(x), y
 
 
 def make_loader(split: Split, batch_size: int, preprocess: Preprocess, shuffle: bool = False, seed: int = 0,
-                workers: int = 2, drop_last: bool = False) -> TensorLoader | FileLoader:
+                workers: int = 2, drop_last: bool = False, balanced: bool = False,
+                augment: BatchAugment | None = None) -> TensorLoader | FileLoader:
+    """Batches of (normalized float images, labels or soft targets) from either kind of split."""
     if isinstance(split, TensorSplit):
-        return TensorLoader(split, batch_size, preprocess, shuffle, seed, drop_last)
-    return FileLoader(split, batch_size, preprocess, shuffle, seed, drop_last, workers)
+        return TensorLoader(split, batch_size, preprocess, shuffle, seed, drop_last, balanced, augment)
+    return FileLoader(split, batch_size, preprocess, shuffle, seed, drop_last, workers, balanced, augment)

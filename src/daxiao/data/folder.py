@@ -124,10 +124,11 @@ def check_files(paths: list[Path], labels: list[int], classes: list[str], where:
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Decodes and preprocesses one file per item -> (uint8 C,H,W tensor, label); None if it fails."""
+    """Decodes and preprocesses one file per item -> (uint8 C,H,W tensor, label); None if it fails.
+    Augmentation happens later, on whole batches (daxiao.augment), exactly as for in-memory sets."""
 
-    def __init__(self, paths: list[Path], labels: list[int], preprocess: Preprocess, transform=None):
-        self.paths, self.labels, self.preprocess, self.transform = paths, labels, preprocess, transform
+    def __init__(self, paths: list[Path], labels: list[int], preprocess: Preprocess):
+        self.paths, self.labels, self.preprocess = paths, labels, preprocess
         self.targets = torch.tensor(labels, dtype=torch.long)
 
     def __len__(self) -> int:
@@ -139,8 +140,6 @@ class ImageFiles(torch.utils.data.Dataset):
                 x = self.preprocess.pil_to_uint8(im)
         except Exception:  # changed on disk since the check: drop it from the batch, don't end the epoch
             return None
-        if self.transform is not None:
-            x = self.transform(x)
         return x, self.labels[i]
 
 

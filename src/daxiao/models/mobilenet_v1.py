@@ -81,7 +81,7 @@ class MobileNetV1(nn.Module):
 
 @register_model("mobilenet-v1", "small")
 def mobilenet_v1(pretrained: bool = False, **kwargs) -> MobileNetV1:
-    """Depthwise-separable MobileNet with width multiplier alpha (options: alpha, activation)."""
+    """Depthwise-separable convs, width alpha."""
     if pretrained:
         raise ValueError("mobilenet-v1 has no pretrained weights here; use mobilenetv2 or efficientnet-lite0")
     return MobileNetV1(**kwargs)

@@ -57,7 +57,7 @@ class SeedCNN(nn.Module):
 
 @register_model("seed-cnn", "big")
 def seed_cnn(pretrained: bool = False, **kwargs) -> SeedCNN:
-    """The article's DNN (its "big model" section): Conv2D(32)-MaxPool-Dense(128)."""
+    """The article's CNN: Conv32-Pool-Dense128."""
     if pretrained:
         raise ValueError("seed-cnn has no pretrained weights; train it from scratch")
     return SeedCNN(**kwargs)

@@ -80,11 +80,11 @@ class SqueezeNet(nn.Module):
 
 @register_model("squeezenet", "small", name="squeezenet1_0")
 def squeezenet1_0(pretrained: bool = False, **kwargs) -> SqueezeNet:
-    """SqueezeNet 1.0: 7x7 stem, eight Fire modules."""
+    """Fire modules, 7x7 stem (torchvision)."""
     return SqueezeNet("1_0", pretrained=pretrained, **kwargs)
 
 
 @register_model("squeezenet", "small", name="squeezenet1_1")
 def squeezenet1_1(pretrained: bool = False, **kwargs) -> SqueezeNet:
-    """SqueezeNet 1.1: 3x3 stem, earlier pooling, 2.4x fewer MACs than 1.0 at the same accuracy."""
+    """Fire modules, 3x3 stem, 2.4x fewer MACs than 1.0."""
     return SqueezeNet("1_1", pretrained=pretrained, **kwargs)

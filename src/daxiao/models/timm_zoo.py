@@ -48,35 +48,35 @@ def create_timm(timm_name: str, pretrained: bool = False, num_classes: int = 100
 
 @register_model("mobilenet", "small")
 def mobilenetv2(pretrained: bool = False, **kwargs) -> nn.Module:
-    """MobileNetV2: inverted residuals with linear bottlenecks (timm mobilenetv2_100)."""
+    """Inverted residuals (timm mobilenetv2_100)."""
     return create_timm("mobilenetv2_100", pretrained, **kwargs)
 
 
 @register_model("mobilenet", "small")
 def mobilenetv3_small(pretrained: bool = False, **kwargs) -> nn.Module:
-    """MobileNetV3-Small: NAS-found blocks, SE and hard-swish (timm mobilenetv3_small_100)."""
+    """NAS blocks, SE, hard-swish (timm)."""
     return create_timm("mobilenetv3_small_100", pretrained, **kwargs)
 
 
 @register_model("mobilenet", "small")
 def mobilenetv3_large(pretrained: bool = False, **kwargs) -> nn.Module:
-    """MobileNetV3-Large (timm mobilenetv3_large_100)."""
+    """NAS blocks, SE, hard-swish (timm)."""
     return create_timm("mobilenetv3_large_100", pretrained, **kwargs)
 
 
 @register_model("resnet", "big")
 def resnet18(pretrained: bool = False, **kwargs) -> nn.Module:
-    """ResNet-18: residual basic blocks (timm resnet18)."""
+    """Residual basic blocks (timm)."""
     return create_timm("resnet18", pretrained, **kwargs)
 
 
 @register_model("resnet", "big")
 def resnet50(pretrained: bool = False, **kwargs) -> nn.Module:
-    """ResNet-50: residual bottleneck blocks (timm resnet50)."""
+    """Residual bottlenecks (timm)."""
     return create_timm("resnet50", pretrained, **kwargs)
 
 
 @register_model("efficientnet", "big")
 def efficientnet_lite0(pretrained: bool = False, **kwargs) -> nn.Module:
-    """EfficientNet-Lite0: the on-device EfficientNet, no SE, ReLU6 (timm tf_efficientnet_lite0)."""
+    """On-device EfficientNet (timm tf_..._lite0)."""
     return create_timm("tf_efficientnet_lite0", pretrained, **kwargs)
