@@ -167,7 +167,8 @@ def test_none_is_the_exact_identity():
     assert not parse_augment("seed").is_identity
 
 
-@pytest.mark.parametrize("spec", ["seed", "trivialaugment=true", "random_erasing=0.5", "mixup=0.5", "mixup=0.2,cutmix=1.0"])
+@pytest.mark.parametrize("spec", ["seed", "trivialaugment=true", "random_erasing=0.5", "mixup=0.5",
+                                  "mixup=0.2,cutmix=1.0"])
 def test_same_seed_same_batch_and_global_rng_untouched(spec):
     x, y = batch(8, c=3), torch.arange(8) % 4
     aug = build_augment(spec, num_classes=4)

@@ -3,10 +3,11 @@
 Keras draws one set of parameters per image and resamples it with `scipy.ndimage.affine_transform`. We
 draw the same parameters for a whole batch with one `torch.Generator`, build the same 3x3 matrix
 (rotation @ shift @ shear @ zoom about the image centre, mapping OUTPUT pixels to INPUT pixels), fold the
-flips into it, and resample every image in one `affine_grid` + `grid_sample` call: bilinear, as Keras'
-`interpolation_order=1`, with scipy's fill modes (`tests/test_augment.py` checks the pipeline against
-scipy). A config without rotation, shift, shear or zoom never builds a grid: flips are a random mask and
-`torch.where`, as in airbench's `batch_flip_lr`, so `horizontal_flip=True` alone costs almost nothing.
+flips into it, and resample the whole batch with one grid (what `affine_grid` builds) and one `grid_sample`:
+bilinear, as Keras' `interpolation_order=1`, with scipy's fill modes (`tests/test_augment.py` checks the
+pipeline against scipy.ndimage). About 1.3 ms for 256 28x28 images on one CPU thread. A config without
+rotation, shift, shear or zoom never resamples: flips copy the drawn images mirrored (airbench's
+`batch_flip_lr` idea), so `horizontal_flip=True` alone costs a fraction of that.
 
 Where we differ from Keras (each on purpose):
 - `width_shift_range` moves images sideways and `height_shift_range` up and down, as Keras documents;
@@ -59,7 +60,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         for name in ("width_shift_range", "height_shift_range", "zoom_range", "brightness_range"):
-            if isinstance(getattr(self, name), list):  # YAML gives lists; keep the config hashable and printable
+            if isinstance(getattr(self, name), list):  # YAML gives lists; tuples compare and print alike
                 setattr(self, name, tuple(getattr(self, name)))
         _validate(self)
 
@@ -136,8 +137,7 @@ def parse_augment(spec: str | dict | AugmentConfig | None) -> AugmentConfig:
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         return AugmentConfig()
     if isinstance(spec, dict):
-        settings = dict(spec)
-        preset = settings.pop("preset", "none")
+        preset, settings = "none", dict(spec)
     elif isinstance(spec, str):
         preset, settings = "none", {}
         for i, token in enumerate(_split_top_level(spec)):
@@ -152,6 +152,7 @@ def parse_augment(spec: str | dict | AugmentConfig | None) -> AugmentConfig:
                 preset = token
     else:
         raise DaxiaoError(f"--augment takes a preset name, name=value settings or a mapping (received {spec!r}).")
+    preset = settings.pop("preset", preset)
     if preset not in PRESETS:
         raise DaxiaoError(f"Unknown augment preset {preset!r}; use one of {', '.join(PRESETS)}, or Keras-style "
                           f"settings such as rotation_range=10.{did_you_mean(str(preset), PRESETS)}")
@@ -159,10 +160,7 @@ def parse_augment(spec: str | dict | AugmentConfig | None) -> AugmentConfig:
         if key not in FIELDS:
             raise DaxiaoError(f"Unknown augment setting {key!r}. Valid settings: {', '.join(FIELDS)}."
                               f"{did_you_mean(key, FIELDS)}")
-    try:
-        return AugmentConfig(**{**PRESETS[preset], **settings})
-    except TypeError as e:  # e.g. None for a number; _validate reports the usual mistakes more precisely
-        raise DaxiaoError(f"Bad augment settings {settings}: {e}") from None
+    return AugmentConfig(**{**PRESETS[preset], **settings})
 
 
 def _split_top_level(spec: str) -> list[str]:
@@ -221,7 +219,7 @@ def _validate(cfg: AugmentConfig) -> None:
     if _is_number(z):
         if not 0 <= z < 1:
             fail("zoom_range", "a float in [0, 1) giving factors in [1-z, 1+z], or a pair [lo, hi] with 0 < lo <= hi")
-    elif not (len(z) == 2 and all(_is_number(v) for v in z) and 0 < z[0] <= z[1]):
+    elif not (isinstance(z, tuple) and len(z) == 2 and all(_is_number(v) for v in z) and 0 < z[0] <= z[1]):
         fail("zoom_range", "a pair [lo, hi] with 0 < lo <= hi (factors < 1 zoom in), or a float in [0, 1)")
     b = cfg.brightness_range
     if b is not None and not (isinstance(b, tuple) and len(b) == 2 and all(_is_number(v) for v in b)

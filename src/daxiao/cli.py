@@ -42,6 +42,28 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_augment_preview(args: argparse.Namespace) -> int:
+    import torch
+
+    from .augment import parse_augment, preview_grid
+    from .data import TensorSplit, load_data
+    from .data.folder import ImageFiles
+
+    cfg = config_from_args(args).validate()
+    bundle = load_data(cfg.data, cfg.train.seed)
+    split = bundle.train
+    firsts = [int(i[0]) for c in range(len(bundle.classes)) if len(i := (split.targets == c).nonzero().flatten())]
+    if isinstance(split, TensorSplit):
+        images = split.images[firsts]
+    else:
+        files = ImageFiles([split.files.paths[i] for i in firsts], [0] * len(firsts), bundle.preprocess)
+        images = torch.stack([files[k][0] for k in range(len(firsts))])
+    path = preview_grid(images, split.targets[firsts], bundle.classes, parse_augment(cfg.data.augment), args.out,
+                        per_class=args.per_class, seed=cfg.train.seed)
+    out.print(f"wrote {path}: per class, an original and {args.per_class} augmented versions ({cfg.data.augment})")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -156,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     lf.add_argument("--end-lr", type=float, default=10.0)
     lf.add_argument("--steps", type=int, default=100)
     lf.set_defaults(fn=cmd_lr_find)
+
+    ap = sub.add_parser("augment-preview", help="a PNG grid of original vs augmented images per class",
+                        description="See what --augment does before training: e.g. --augment seed --out grid.png")
+    ap.add_argument("--config")
+    add_config_flags(ap, sections=("data", "train"))
+    ap.add_argument("--out", default="augment_preview.png")
+    ap.add_argument("--per-class", type=int, default=6)
+    ap.set_defaults(fn=cmd_augment_preview)
 
     e = sub.add_parser("evaluate", help="accuracy, per-class metrics, confusion matrix, predictions.csv")
     e.add_argument("weights", metavar="RUN_OR_WEIGHTS")
