@@ -95,3 +95,21 @@ def test_existing_run_is_not_overwritten(capsys, tmp_path):
     capsys.readouterr()
     one_line_error(capsys, ["train", "--epochs", "1", "--project", str(runs), "--name", "x"], "--exist-ok")
     assert (runs / "x" / "best.safetensors").read_bytes() == before
+
+
+def test_augment_preview_and_lr_find_write_pngs(capsys, tmp_path):
+    assert main(["augment-preview", "--augment", "seed", "--out", str(tmp_path / "grid.png"), "--per-class", "3"]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 5000
+    assert main(["lr-find", "--out", str(tmp_path / "lr.png"), "--steps", "40"]) == 0
+    assert "suggested lr" in capsys.readouterr().out and (tmp_path / "lr.png").is_file()
+    one_line_error(capsys, ["augment-preview", "--augment", "rotation=5"], "Did you mean: rotation_range")
+
+
+def test_training_with_augmentation_mixup_and_weights(tmp_path):
+    runs = tmp_path / "runs"
+    argv = ["train", "--epochs", "2", "--project", str(runs), "--name", "aug", "--precision", "fp32",
+            "--augment", "light,mixup=0.2", "--loss", "label-smoothing=0.1", "--class-weight", "balanced",
+            "--balanced-sampling", "--schedule", "step"]
+    assert main(argv) == 0
+    rows = (runs / "aug" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "augment: light,mixup=0.2" in (runs / "aug" / "config.yaml").read_text()
