@@ -149,7 +149,7 @@ def evaluate(model: nn.Module, loader, criterion: nn.Module | None = None, bf16:
     device = device or next(model.parameters()).device
     criterion = criterion or build_criterion()
     model.eval()
-    loss_sum, correct, top5, seen = 0.0, 0, 0, 0
+    loss_sum, correct, top5, seen, num_classes = 0.0, 0, 0, 0, 0
     all_labels, all_probs = [], []
     for images, labels in loader:
         images = images.to(device).contiguous(memory_format=torch.channels_last)
@@ -158,14 +158,15 @@ def evaluate(model: nn.Module, loader, criterion: nn.Module | None = None, bf16:
             logits = model(images).float()
         loss_sum += criterion(logits, labels).item() * len(labels)
         correct += (logits.argmax(1) == labels).sum().item()
-        if logits.shape[1] >= 5:
+        num_classes = logits.shape[1]
+        if num_classes >= 5:
             top5 += (logits.topk(5, 1).indices == labels[:, None]).any(1).sum().item()
         seen += len(labels)
         if collect:
             all_labels.append(labels.cpu())
             all_probs.append(logits.softmax(1).cpu())
     out = {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1)}
-    if top5 or (seen and logits.shape[1] >= 5):
+    if num_classes >= 5:
         out["top5"] = top5 / seen
     if collect:
         out["labels"] = torch.cat(all_labels) if all_labels else torch.empty(0, dtype=torch.long)
