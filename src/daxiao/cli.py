@@ -152,7 +152,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     table = Table(title=f"digits, {args.epochs} epochs each, same recipe")
     for col in ("model", "params", "val accuracy", "train time", "run folder"):
-        table.add_column(col, justify="left" if col in ("model", "run folder") else "right")
+        table.add_column(col, justify="left" if col in ("model", "run folder") else "right",
+                         overflow="fold", no_wrap=col != "run folder")
     for name, params, acc, secs, run in rows:
         table.add_row(name, human(params), f"{acc:.4f}", f"{secs:.1f} s", run)
     out.print(table)
