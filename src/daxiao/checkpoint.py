@@ -42,6 +42,9 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict) -> None:
 
 def model_meta(model: nn.Module, classes: list[str], preprocess: Preprocess, **extra) -> dict:
     """What rebuilding and using `model` needs: registry name and arguments, classes, preprocessing."""
+    if not hasattr(model, "daxiao_name"):
+        raise DaxiaoError("Only models built by daxiao.create_model can be saved with their description; "
+                          "pass run_dir=None to fit() to train another model without writing a run folder.")
     args = {**getattr(model, "daxiao_args", {}), "num_classes": model.num_classes}
     return {"model": model.daxiao_name, "model_args": args, "classes": list(classes),
             "preprocess": preprocess.to_dict(), **extra}

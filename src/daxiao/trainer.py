@@ -335,8 +335,8 @@ def _match_model_to_data(model: nn.Module, bundle: DataBundle) -> None:
 
 
 def _describe(model: nn.Module, bundle: DataBundle, bf16: bool, device: torch.device, start: int) -> None:
-    pre = bundle.preprocess
-    console.print(f"[bold]{model.daxiao_name}[/] on {bundle.source}: {len(bundle.train)} train / {len(bundle.val)} "
+    pre, name = bundle.preprocess, getattr(model, "daxiao_name", type(model).__name__)
+    console.print(f"[bold]{name}[/] on {bundle.source}: {len(bundle.train)} train / {len(bundle.val)} "
                   f"val images, {len(bundle.classes)} classes, {pre.channels}x{pre.image_size}x{pre.image_size}, "
                   f"{'bf16' if bf16 else 'fp32'} on {device}" + (f", resuming at epoch {start + 1}" if start else ""))
     counts = bundle.class_counts()
