@@ -97,6 +97,8 @@ def test_image_folder_trains_and_reports_skipped(image_folder, runs, capsys):
                                           "val_split": 0.25}))
     assert r["best_val_acc"] >= 0.75  # three easy shapes
     assert "skipped 3 unreadable image file(s)" in capsys.readouterr().err
+    held_out = daxiao.evaluate(runs / "f")  # the training folder, split as in training: only its val part
+    assert held_out["split"] == "val" and held_out["n"] == 9  # ceil(25 % of the 33 readable images)
     results = daxiao.predict(runs / "f", [image_folder / "square"])
     assert all(x["top"][0]["class"] == "square" for x in results if "error" not in x)
     assert sum("error" in x for x in results) == 1  # notes.jpg, reported rather than fatal

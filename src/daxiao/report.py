@@ -48,7 +48,8 @@ def evaluate_model(weights: str | Path, data: str | None = None, split: str = "t
                    batch_size: int = 256, data_dir: str | None = None, workers: int = 2) -> dict:
     """Evaluate a run folder or weights file on `data` (default: the data it was trained on).
 
-    Built-in sets use `split` (test, else val); a folder or CSV is evaluated whole. Writes
+    The training data (the default) is split exactly as in training and scored on `split` (test, else the
+    held-out val); other data, a folder or CSV, is evaluated whole. Writes
     confusion_matrix.png and predictions.csv into `out_dir` when given.
 
     Returns:
@@ -58,13 +59,17 @@ def evaluate_model(weights: str | Path, data: str | None = None, split: str = "t
     from .data.preprocess import Preprocess
 
     pre = Preprocess(**meta["preprocess"])
-    data = data or meta.get("config", {}).get("data", {}).get("data", "digits")
-    bundle = load_data(DataConfig(data=data, data_dir=data_dir, workers=workers), 0, preprocess=pre,
-                       classes=meta["classes"])
-    if bundle.in_memory or bundle.test is not None:
-        split = split if getattr(bundle, split, None) is not None else "val"
-    else:
-        split = "val"  # a plain folder or CSV: every file (see load_data with a model's classes)
+    trained = meta.get("config", {})
+    if data is None:  # the training data, split exactly as in training (same config, same seed)
+        dcfg = DataConfig(**{**trained.get("data", {}), "workers": workers, "augment": "none"})
+        if data_dir:
+            dcfg.data_dir = data_dir
+        data = dcfg.data
+        bundle = load_data(dcfg, trained.get("train", {}).get("seed", 0), preprocess=pre)
+    else:  # other data: every file is evaluation data (folders and CSVs), in the model's class order
+        bundle = load_data(DataConfig(data=data, data_dir=data_dir, workers=workers), 0, preprocess=pre,
+                           classes=meta["classes"])
+    split = split if getattr(bundle, split, None) is not None else "val"
     part = bundle.split(split)
     device = resolve_device()
     model.to(device).to(memory_format=torch.channels_last)
