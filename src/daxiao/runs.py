@@ -15,6 +15,7 @@ import torch
 from .config import RunConfig, apply_overrides, load_yaml
 from .data import DataBundle, load_data
 from .errors import DaxiaoError
+from .profile import count_params
 from .registry import create_model, model_info
 from .trainer import fit
 
@@ -71,6 +72,6 @@ def train(cfg: RunConfig, verbose: bool = True) -> dict:
         cfg = saved
     model, bundle = build(cfg)
     result = fit(model, bundle, cfg, run_dir=run, verbose=verbose)
-    result["params"] = sum(p.numel() for p in model.parameters())
+    result["params"] = count_params(model)
     result["model"] = model
     return result

@@ -212,6 +212,11 @@ def _folder_stats(files: FileList, pre: Preprocess, seed: int, n: int = 256) -> 
 BatchAugment = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle and augmentation draws: a pure function, so resuming is exact."""
+    return seed * 100_003 + epoch
+
+
 def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
     """Per-example sampling weights that draw every class equally often (1 / class count)."""
     counts = torch.bincount(labels).clamp_min(1).double()
@@ -242,7 +247,7 @@ class TensorLoader:
 
     def __iter__(self):
         n = len(self.split)
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         if self.weights is not None:  # balanced sampling: classes drawn evenly, with replacement
             order = torch.multinomial(self.weights, n, replacement=True, generator=g)
         elif self.shuffle:
@@ -282,8 +287,8 @@ class FileLoader:
         return len(self.loader)
 
     def __iter__(self):
-        self.generator.manual_seed(self.seed * 100_003 + self.epoch)
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 1)  # augmentation's own stream
+        self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch) + 1)  # augmentation's own stream
         for x, y in self.loader:
             if len(y):
                 if self.augment is not None:  # the same batched tensor path as in-memory sets
