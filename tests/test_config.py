@@ -38,7 +38,7 @@ def test_flag_names_are_the_yaml_keys():
 
 @pytest.mark.parametrize("yaml_text,message", [
     ("epoch: 3\n", r"Unknown config key 'epoch'. Did you mean: epochs"),
-    ("train: {epoch: 3}\n", r"Unknown config key train.epoch. Did you mean: epochs\?"),
+    ("train: {epoch: 3}\n", r"Unknown config key train.epoch. Did you mean: epochs\b"),
     ("epochs: three\n", r"epochs must be an integer \(received 'three'\)"),
     ("- just\n- a list\n", "must hold a mapping"),
     ("epochs: [1\n", "not valid YAML"),

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import add_config_flags, config_from_args
@@ -19,6 +19,7 @@ from .errors import DaxiaoError
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+wide = Console(width=None if sys.stdout.isatty() else 160)  # wide tables whole in logs and pipes
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -104,6 +105,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if all("error" in r for r in results) else 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import TuneSettings, tune
+
+    cfg = config_from_args(args)
+    settings = TuneSettings(space=args.space or {}, sampler=args.sampler, trials=args.trials, cv=args.cv,
+                            pruner=args.pruner, jobs=args.jobs, storage=args.storage, study=args.study,
+                            timeout=args.timeout)
+    try:
+        tune(cfg, settings)
+    except KeyboardInterrupt:
+        err.print("interrupted; finished trials are stored: continue with `daxiao tune --resume --name STUDY` "
+                  "(the trial that was cut off runs again).")
+        return 130
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .transfer import embed
+
+    r = embed(args.source, args.data, args.out, args.split, args.image_size, args.data_dir, args.batch_size,
+              args.workers)
+    out.print(f"wrote {r['features']} {tuple(r['shape'])}, {r['labels']} and {r['json']} "
+              f"(rows: {', '.join(f'{k} {a}-{b}' for k, (a, b) in r['rows'].items())})")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .profile import count_macs, count_params, human
     from .registry import create_model, list_models, model_info
@@ -135,28 +162,77 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .profile import human, human_bytes, load_for_profile, profile_model
+
+    model, size, chans, label = load_for_profile(args.source, args.input_size, args.in_chans, args.num_classes)
+    r = profile_model(model, size, chans, repeats=args.repeats)
+    if args.json:
+        print(json.dumps({"model": label, **r}, indent=2))
+        return 0
+    table = Table(title=f"{label} at {chans}x{size}x{size}, fp32, eval mode")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("how", style="dim")
+
+    def lat(x: dict) -> str:
+        return f"{x['median_ms']:.3f} ms (IQR {x['q1_ms']:.3f}-{x['q3_ms']:.3f})"
+
+    t = r["throughput"]
+    for row in [("parameters", f"{r['params']:,}", "all tensors of model.parameters()"),
+                ("MACs per image", human(r["macs"]), "torch.utils.flop_counter, FLOPs / 2"),
+                ("size on disk, fp32", human_bytes(r["size_fp32_bytes"]), "safetensors bytes of the state dict"),
+                ("size, int8 (estimate)", human_bytes(r["size_int8_bytes"]), "per-channel weights, fp32 biases/norms"),
+                ("peak activations, 1 image", human_bytes(r["peak_activation_bytes"]), "live tensor bytes, forward"),
+                ("latency, batch 1, 1 thread", lat(r["latency_1thread"]), f"median of {r['latency_1thread']['runs']}"),
+                (f"latency, batch 1, {r['latency_all_threads']['threads']} threads", lat(r["latency_all_threads"]),
+                 f"median of {r['latency_all_threads']['runs']}"),
+                (f"throughput, batch {t['batch']}, {t['threads']} threads",
+                 f"{t['images_per_s']:,.0f} img/s (IQR {t['q1']:,.0f}-{t['q3']:,.0f})", f"median of {t['runs']}")]:
+        table.add_row(*row)
+    wide.print(table)
+    out.print("ONNX numbers: not yet (no exported model until the export issue lands).")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, compare_table
+
+    if args.epochs is not None and args.budget_minutes is not None:
+        raise DaxiaoError("give --epochs or --budget-minutes, not both.")
+    cfg = config_from_args(args)
+    r = compare(cfg, args.models, budget_minutes=args.budget_minutes, repeats=args.repeats,
+                limits=(args.train_images, args.val_images, args.test_images))
+    wide.print(compare_table(r["rows"], r["recipe"]))
+    for f in r["files"].values():
+        out.print(f"wrote {f}")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .checkpoint import read_meta, resolve_weights
+    from .distill import distill
+
+    if args.data is None and not args.config:  # the data the teacher was trained on
+        data = read_meta(resolve_weights(args.teacher)).get("config", {}).get("data", {})
+        args.data, args.data_dir = data.get("data", "digits"), args.data_dir or data.get("data_dir")
+    r = distill(config_from_args(args), args.teacher, args.kd_alpha, args.temperature, cache=args.teacher_cache)
+    err.print(f"student best val acc {r['best_val_acc']:.4f} at epoch {r['best_epoch']} (teacher "
+              f"{r['distill']['teacher_val_acc']:.4f}); run folder: [bold]{r['run_dir']}[/]")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Train a small and a big model on the embedded digits set and compare them side by side."""
+    """`daxiao compare` on the embedded digits set: a small and a big model, the table and report.html."""
+    from .compare import compare, compare_table
     from .config import RunConfig
-    from .runs import train
 
-    rows = []
-    for name in args.models.split(","):
-        cfg = RunConfig()
-        cfg.model.name, cfg.train.epochs, cfg.project = name.strip(), args.epochs, args.project
-        cfg.data.image_size = args.image_size
-        t0 = time.perf_counter()
-        r = train(cfg)
-        rows.append((name, r["params"], r["best_val_acc"], time.perf_counter() - t0, r["run_dir"]))
-    from .profile import human
-
-    table = Table(title=f"digits, {args.epochs} epochs each, same recipe")
-    for col in ("model", "params", "val accuracy", "train time", "run folder"):
-        table.add_column(col, justify="left" if col in ("model", "run folder") else "right",
-                         overflow="fold", no_wrap=col != "run folder")
-    for name, params, acc, secs, run in rows:
-        table.add_row(name, human(params), f"{acc:.4f}", f"{secs:.1f} s", run)
-    out.print(table)
+    cfg = RunConfig.from_dict({"project": args.project, "name": "compare-digits", "exist_ok": True,
+                               "image_size": args.image_size})
+    r = compare(cfg, args.models, epochs=args.epochs, repeats=10)
+    wide.print(compare_table(r["rows"], r["recipe"]))
+    out.print(f"report: [bold]{r['files']['report']}[/] (with pareto.png, curves.png, compare.csv and compare.json "
+              f"beside it)")
     return 0
 
 
@@ -207,6 +283,43 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="machine-readable output")
     pr.set_defaults(fn=cmd_predict)
 
+    tu = sub.add_parser(
+        "tune", help="hyperparameter search (grid, random, TPE) with cross-validation and pruning",
+        description="Search training settings with Optuna. The other flags set the base config every trial starts "
+                    "from; --space names what varies: choices a,b,c or ranges low:high[:log|:step]. Example: "
+                    "daxiao tune --model seed-tiny-cnn --space optimizer=adam,sgd activation=relu,tanh "
+                    "batch_size=10,20,50 lr=1e-4:1e-1:log --sampler tpe --trials 30 --cv 3")
+    tu.add_argument("--config", help="YAML file of base settings (as for train)")
+    tu.add_argument("--space", nargs="+", metavar="NAME=VALUES",
+                    help="name=a,b,c | name=low:high[:log|:step] | a YAML file of them (label_smoothing too)")
+    tu.add_argument("--sampler", default="tpe", help="grid | random | tpe (Bayesian; default)")
+    tu.add_argument("--trials", type=int, help="number of trials (default: the whole grid for grid, else 20)")
+    tu.add_argument("--cv", type=int, default=3, help="stratified folds (default 3, as the article); 0: hold-out")
+    tu.add_argument("--pruner", default="median", help="median | halving | hyperband | none")
+    tu.add_argument("--jobs", type=int, default=1, help="worker processes (threads per worker: cores / jobs)")
+    tu.add_argument("--storage", help="Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file; "
+                                      "default: study.journal in the study folder. Workers elsewhere join by "
+                                      "--storage and --study")
+    tu.add_argument("--study", help="study name in the storage (default: the study folder's name)")
+    tu.add_argument("--timeout", type=float, help="minutes; no new trial starts after this")
+    add_config_flags(tu)
+    tu.set_defaults(fn=cmd_tune)
+
+    em = sub.add_parser("embed", help="pooled backbone features of a data set, as .npy, for use elsewhere",
+                        description="Features of a trained run (its preprocessing) or of a pretrained model by "
+                                    "name (its ImageNet weights, input size and normalization). Writes OUT.npy "
+                                    "(N x F float32), OUT.labels.npy (int64) and OUT.json (classes, item names, "
+                                    "rows of each split).")
+    em.add_argument("source", metavar="RUN_OR_MODEL", help="a run folder or weights file, or a model name")
+    em.add_argument("--data", help="built-in name, folder or CSV (default for a run: the data it was trained on)")
+    em.add_argument("--data-dir")
+    em.add_argument("--out", default="features.npy", help="features file (.npy); labels and names go beside it")
+    em.add_argument("--split", default="all", choices=["train", "val", "test", "all"])
+    em.add_argument("--image-size", type=int, help="a model name's input side (default: its weights' own)")
+    em.add_argument("--batch-size", type=int, default=256)
+    em.add_argument("--workers", type=int, default=2)
+    em.set_defaults(fn=cmd_embed)
+
     m = sub.add_parser("models", help="the model zoo with parameters and MACs")
     m.add_argument("--input-size", type=int, default=224)
     m.add_argument("--in-chans", type=int, default=3, choices=[1, 3])
@@ -215,7 +328,50 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="built-in datasets and where each looks for its files")
     d.set_defaults(fn=cmd_datasets)
 
-    de = sub.add_parser("demo", help="small vs big on the embedded digits set")
+    pf = sub.add_parser("profile", help="params, MACs, size, peak activations, latency and throughput of a model",
+                        description="Profile a run folder or weights file (at its own input size) or a model name "
+                                    "(default 3x224x224, 1000 classes).")
+    pf.add_argument("source", metavar="MODEL_OR_RUN")
+    pf.add_argument("--input-size", type=int, help="pixels per side (default: the run's, or 224 for a name)")
+    pf.add_argument("--in-chans", type=int, choices=[1, 3], help="default: the run's, or 3 for a name")
+    pf.add_argument("--num-classes", type=int, default=1000, help="a model name's classifier width")
+    pf.add_argument("--repeats", type=int, default=30, help="timed runs per latency (after warm-up)")
+    pf.add_argument("--json", action="store_true", help="print every number as JSON")
+    pf.set_defaults(fn=cmd_profile)
+
+    co = sub.add_parser("compare", help="train or load several models under one recipe; table, Pareto plot, report",
+                        description="Train every model of --models under the same recipe (the usual train flags) "
+                                    "and budget, then test and profile each. Writes PROJECT/NAME (default "
+                                    "runs/compare-DATA): one run folder per model, compare.csv, compare.json, "
+                                    "pareto.png, curves.png and report.html. Entries may carry their own settings, "
+                                    "mobilenet-v1[alpha=0.25], or be existing run folders (loaded, not trained).")
+    co.add_argument("--models", required=True, metavar="A,B,C", help="e.g. seed-cnn,mobilenet-v1[alpha=0.5],resnet18")
+    co.add_argument("--budget-minutes", type=float, help="wall minutes per model instead of --epochs: each model "
+                                                         "trains for the epochs that fit (measured)")
+    co.add_argument("--train-images", type=int, help="stratified subset of the training split (built-in sets)")
+    co.add_argument("--val-images", type=int, help="stratified subset of the validation split")
+    co.add_argument("--test-images", type=int, help="stratified subset of the test split")
+    co.add_argument("--repeats", type=int, default=20, help="timed runs per latency measurement")
+    co.add_argument("--config", help="YAML file of the shared recipe (as for train)")
+    add_config_flags(co)
+    co.set_defaults(fn=cmd_compare)
+
+    di = sub.add_parser("distill", help="knowledge distillation: train a small student on a big teacher's logits",
+                        description="Hinton-style distillation: loss = kd_alpha * KL(teacher/T || student/T) * T^2 "
+                                    "+ (1 - kd_alpha) * CE. The other flags are train's and configure the student; "
+                                    "--data defaults to the teacher's training data.")
+    di.add_argument("--teacher", required=True, metavar="RUN", help="a run folder or weights file")
+    di.add_argument("--student", dest="model", metavar="MODEL", help="the student model (same as --model)")
+    # --kd-alpha, not --alpha: --alpha is already mobilenet-v1's width multiplier, which a student may need
+    di.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the teacher term, 0..1 (Hinton's alpha)")
+    di.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T")
+    di.add_argument("--teacher-cache", action=argparse.BooleanOptionalAction, default=True,
+                    help="compute the teacher's logits once when there is no augmentation (default)")
+    di.add_argument("--config", help="YAML file of the student's settings (as for train)")
+    add_config_flags(di)
+    di.set_defaults(fn=cmd_distill)
+
+    de = sub.add_parser("demo", help="compare a small and a big model on the embedded digits set; writes report.html")
     de.add_argument("--models", default="mobilenet-v1,resnet18")
     de.add_argument("--epochs", type=int, default=10)
     de.add_argument("--image-size", type=int, default=None, help="upscale digits to this many pixels per side")
@@ -226,14 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for k in ("batch_size", "top_k", "input_size", "epochs"):
+    for k in ("batch_size", "top_k", "input_size", "epochs", "jobs", "trials"):
         if isinstance(getattr(args, k, None), int) and getattr(args, k) < 1:
             err.print(f"[red]error:[/] --{k.replace('_', '-')} must be >= 1 (received {getattr(args, k)}).")
             return 2
     try:
         return args.fn(args)
     except DaxiaoError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)  # escaped: "mobilenet-v1[alpha=2]" is not markup
         return 2
     except KeyboardInterrupt:
         err.print("interrupted; the last finished epoch is saved: continue with `daxiao train --resume --name RUN`.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -44,6 +45,13 @@ class ModelConfig:
     activation: str | None = None    # relu | relu6 | tanh | gelu | silu; None: the family's own
     alpha: float | None = None       # width multiplier (mobilenet-v1)
     drop_rate: float | None = None   # dropout before the classifier; None: the family's own
+    weights: str | None = None       # start from a local .safetensors/.pth state dict (the classifier may differ)
+    freeze_base: bool = False        # transfer learning: train only the head; the base and its BatchNorm stay fixed
+    head: str | None = None          # article: GAP, Dense(1024, relu), dropout, Dense | linear; None: article if frozen
+    head_hidden: int = 1024          # width of the article head's hidden Dense layer
+    head_dropout: float = 0.0        # dropout before the head's last layer (the article has none)
+    unfreeze: str | None = None      # all | last-N: after the head stage, fine-tune the whole base or its last N blocks
+    freeze_bn: bool = True           # keep the base's BatchNorm statistics fixed while fine-tuning
 
 
 @dataclass
@@ -57,6 +65,7 @@ class OptimConfig:
     warmup_epochs: float = 0.0       # linear warmup from lr/10 (constant, step and cosine)
     step_size: float = 0.0           # step schedule: epochs between decays; 0: a third of the epochs
     gamma: float = 0.1               # step schedule: lr factor at each decay
+    backbone_lr_scale: float = 0.1   # fine-tuning: the pretrained base learns at lr x this (discriminative rates)
 
 
 @dataclass
@@ -69,6 +78,10 @@ class TrainConfig:
     patience: int = 0                # stop after this many epochs without a better val accuracy; 0: never
     precision: str = "auto"          # auto | fp32 | bf16 (CPU autocast); auto: bf16 where it was measured to help
     threads: int | None = None       # torch intra-op threads; None: torch's default (all cores)
+    head_epochs: int | None = None   # transfer: epochs of the head stage (base frozen); 0 skips it; None: epochs
+    finetune_epochs: int | None = None  # transfer with --unfreeze: epochs of the fine-tuning stage; None: epochs
+    feature_cache: str = "memory"    # memory | disk | off: a frozen base's features are computed once, not every epoch
+    cache_dir: str | None = None     # feature_cache=disk: where; None: ~/.cache/daxiao/features
 
 
 @dataclass
@@ -110,6 +123,11 @@ class RunConfig:
             ("channels", d.channels, d.channels in (None, 1, 3), "1 or 3"),
             ("workers", d.workers, d.workers >= 0, ">= 0"),
             ("threads", t.threads, t.threads is None or t.threads >= 1, ">= 1"),
+            ("head_hidden", self.model.head_hidden, self.model.head_hidden >= 1, ">= 1"),
+            ("head_dropout", self.model.head_dropout, 0 <= self.model.head_dropout < 1, "in [0, 1)"),
+            ("backbone_lr_scale", o.backbone_lr_scale, o.backbone_lr_scale >= 0, ">= 0"),
+            ("head_epochs", t.head_epochs, t.head_epochs is None or t.head_epochs >= 0, ">= 0"),
+            ("finetune_epochs", t.finetune_epochs, t.finetune_epochs is None or t.finetune_epochs >= 1, ">= 1"),
         ]:
             if not ok:
                 raise DaxiaoError(f"{what} must be {rule} (received {value}).")
@@ -117,6 +135,12 @@ class RunConfig:
         check_choice("schedule", o.schedule, SCHEDULES)
         check_choice("precision", t.precision, PRECISIONS)
         check_choice("resize", d.resize, ("squash", "crop", "pad"))
+        check_choice("feature_cache", t.feature_cache, ("memory", "disk", "off"))
+        if self.model.head is not None:
+            check_choice("head", self.model.head, ("article", "linear"))
+        if self.model.unfreeze is not None and not re.fullmatch(r"all|last-[1-9]\d*", self.model.unfreeze):
+            raise DaxiaoError(f"unfreeze must be all or last-N with N >= 1 blocks, e.g. last-2 "
+                              f"(received {self.model.unfreeze!r}).")
         from .augment import parse_augment  # imported here: these need torch; config stays light
         from .losses import parse_loss
 
@@ -248,3 +272,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     fields = _all_fields()
     typed = {k: v for k, v in vars(args).items() if k in fields and "." not in k and v is not None}
     return apply_overrides(cfg, typed)
+
+
+def setting_types() -> dict[str, object]:
+    """{flag key (with '_'): type hint} of every scalar setting: the names YAML files, flags and
+    search spaces may use."""
+    out: dict[str, object] = {}
+    for key, (section, f) in _all_fields().items():
+        hint = _HINTS[_SECTIONS[section] if section else RunConfig][f.name]
+        if "." not in key and not dataclasses.is_dataclass(hint):
+            out[key] = hint
+    return out

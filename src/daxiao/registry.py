@@ -75,6 +75,8 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
         pretrained: load ImageNet weights where the family has them.
         **kwargs: ``num_classes``, ``in_chans``, ``input_size`` (side in pixels; picks the stem),
             and family options such as ``activation`` or ``alpha``. ``None`` values mean "the default".
+            ``head="article"|"linear"`` (with ``head_hidden``, ``head_dropout``) replaces the classifier
+            with a transfer-learning head on the pooled features (`daxiao.transfer.TransferModel`).
 
     Returns:
         An ``nn.Module`` with the timm interface: ``num_classes``, ``num_features``,
@@ -85,13 +87,18 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """
     info = model_info(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None from the CLI = the model's default
+    from .transfer import HEAD_ARGS, with_head  # a new head (transfer learning) wraps any family
+
+    head = {k: kwargs.pop(k) for k in HEAD_ARGS if k in kwargs}
     try:
         model = info.fn(pretrained=pretrained, **kwargs)
     except DaxiaoError:
         raise
     except (TypeError, ValueError) as e:  # an option the family lacks, or a value it refuses
         raise DaxiaoError(f"Cannot build {name!r} with {kwargs}: {e}") from None
-    model.daxiao_name, model.daxiao_args = name, kwargs  # recorded with the weights, to rebuild it
+    if head.get("head"):
+        model = with_head(model, **head)
+    model.daxiao_name, model.daxiao_args = name, {**kwargs, **head}  # recorded with the weights, to rebuild it
     return model
 
 

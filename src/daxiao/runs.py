@@ -8,16 +8,19 @@ without ``exist_ok`` or ``resume``; an unnamed run gets the next free ``<model>-
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from .config import RunConfig, apply_overrides, load_yaml
+from .config import DataConfig, RunConfig, apply_overrides, load_yaml
 from .data import DataBundle, load_data
 from .errors import DaxiaoError
+from .models.pretrained import load_weights, weights_input_size
 from .profile import count_params
 from .registry import create_model, model_info
-from .trainer import fit
+from .trainer import console, fit
+from .transfer import TransferModel, head_kwargs, train_transfer
 
 
 def default_name(cfg: RunConfig) -> str:
@@ -51,18 +54,44 @@ def run_folder(cfg: RunConfig) -> Path:
 def build(cfg: RunConfig) -> tuple[torch.nn.Module, DataBundle]:
     """The data, then a model shaped for it (classes, channels, input size), initialised from the seed."""
     info = model_info(cfg.model.name)  # unknown names fail here, before any data is read
-    bundle = load_data(cfg.data, cfg.train.seed)
+    bundle = load_data(data_config(cfg, info.name), cfg.train.seed)
+    return make_model(cfg, bundle), bundle
+
+
+def data_config(cfg: RunConfig, name: str) -> DataConfig:
+    """Pretrained weights decide the data's defaults: their input size, and RGB (grey images repeated over
+    three channels, small ones upscaled), unless --image-size or --channels say otherwise."""
+    if not cfg.model.pretrained:
+        return cfg.data
+    return replace(cfg.data, image_size=cfg.data.image_size or weights_input_size(name),
+                   channels=cfg.data.channels or 3)
+
+
+def make_model(cfg: RunConfig, bundle: DataBundle) -> torch.nn.Module:
+    """The configured model shaped for `bundle` (classes, channels, input size), initialised from the seed."""
     pre, m = bundle.preprocess, cfg.model
+    if (m.freeze_base or m.unfreeze) and not (m.pretrained or m.weights):
+        console.print("[yellow]warning:[/] --freeze-base/--unfreeze without --pretrained or --weights freezes "
+                      "randomly initialised weights: the head learns from random features.")
     torch.manual_seed(cfg.train.seed)
-    model = create_model(info.name, pretrained=m.pretrained, num_classes=len(bundle.classes),
+    model = create_model(model_info(m.name).name, pretrained=m.pretrained, num_classes=len(bundle.classes),
                          in_chans=pre.channels, input_size=pre.image_size, activation=m.activation,
-                         alpha=m.alpha, drop_rate=m.drop_rate)
-    return model, bundle
+                         alpha=m.alpha, drop_rate=m.drop_rate, **head_kwargs(m))
+    if m.weights:
+        report = load_weights(model, m.weights)
+        console.print(f"weights from {m.weights}: {_summary(report)}")
+    return model
 
 
-def train(cfg: RunConfig, verbose: bool = True) -> dict:
+def _summary(report: dict[str, list[str]]) -> str:
+    parts = [f"{len(v)} {k} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})" for k, v in report.items() if v]
+    return "; ".join(parts) if parts else "every tensor matched"
+
+
+def train(cfg: RunConfig, verbose: bool = True, bundle: DataBundle | None = None, **fit_kwargs) -> dict:
     """The `daxiao train` job. With ``resume`` the run's own config.yaml is the base and `cfg`'s epochs
-    (if larger) extends it."""
+    (if larger) extends it. `bundle`: data already loaded for this config (compare loads it once for
+    every model); `fit_kwargs` go to `fit` (distill's ``adapt``)."""
     cfg.validate()
     run = run_folder(cfg)
     if cfg.resume:
@@ -70,8 +99,11 @@ def train(cfg: RunConfig, verbose: bool = True) -> dict:
         apply_overrides(saved, {"epochs": max(cfg.train.epochs, saved.train.epochs), "resume": True,
                                 "name": run.name, "project": cfg.project})
         cfg = saved
-    model, bundle = build(cfg)
-    result = fit(model, bundle, cfg, run_dir=run, verbose=verbose)
+    model, bundle = build(cfg) if bundle is None else (make_model(cfg, bundle), bundle)
+    if isinstance(model, TransferModel) and (cfg.model.freeze_base or cfg.model.unfreeze):
+        result = train_transfer(model, bundle, cfg, run_dir=run, verbose=verbose)
+    else:
+        result = fit(model, bundle, cfg, run_dir=run, verbose=verbose, **fit_kwargs)
     result["params"] = count_params(model)
     result["model"] = model
     return result

@@ -67,21 +67,26 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
     return img.convert(mode)
 
 
-def channel_convert(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 (N, C, H, W) with C in {1, 3} -> `channels` channels (grey repeated, or ITU-R 601 luma)."""
+def channel_convert(images: torch.Tensor, channels: int, view: bool = False) -> torch.Tensor:
+    """uint8 (N, C, H, W) with C in {1, 3} -> `channels` channels (grey repeated, or ITU-R 601 luma).
+    With `view`, grey is repeated as a stride-0 view: no copy until a batch is indexed from it."""
     c = images.shape[1]
     if c == channels:
         return images
     if channels == 3:
-        return images.expand(-1, 3, -1, -1).contiguous()
+        rgb = images.expand(-1, 3, -1, -1)
+        return rgb if view else rgb.contiguous()
     weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     return (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
-def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+def resize_uint8(images: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
     """Resize a whole in-memory uint8 set at once (bilinear; antialiased when shrinking)."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    out = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
-                                          align_corners=False, antialias=size < images.shape[-1])
-    return out.round().clamp(0, 255).to(torch.uint8)
+    out = torch.empty(*images.shape[:2], size, size, dtype=torch.uint8)
+    for i in range(0, len(images), chunk):  # a chunk at a time: the float copy of a whole set may not fit
+        x = torch.nn.functional.interpolate(images[i:i + chunk].float(), size=(size, size), mode="bilinear",
+                                            align_corners=False, antialias=size < images.shape[-1])
+        out[i:i + chunk] = x.round().clamp(0, 255).to(torch.uint8)
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 from ..errors import DaxiaoError, check_choice
@@ -27,6 +28,29 @@ def is_small(input_size: int | None) -> bool:
     return input_size is not None and input_size < SMALL_INPUT
 
 
+def linear_or_identity(num_features: int, num_classes: int) -> nn.Module:
+    """The classifier layer; num_classes=0 gives pooled features instead (Keras' include_top=False)."""
+    return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+class LinearClassifier:
+    """timm's model interface (STYLE.md) for a hand-written family whose last layer is a Linear on
+    `num_features`, stored under the attribute `classifier_attr`; the family defines forward_features and
+    forward_head."""
+
+    classifier_attr = "classifier"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.classifier_attr)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        setattr(self, self.classifier_attr, linear_or_identity(self.num_features, num_classes))
+
+
 def scratch_cfg(in_chans: int, input_size: int) -> dict:
     """pretrained_cfg for a model trained from scratch: normalization comes from the data (None)."""
     return {"input_size": (in_chans, input_size, input_size), "mean": None, "std": None}
@@ -40,5 +64,6 @@ def hub_download(what: str) -> Iterator[None]:
     except Exception as e:  # urllib, requests, httpx and huggingface_hub each raise their own types
         raise DaxiaoError(
             f"Could not download pretrained weights for {what} ({type(e).__name__}: {str(e)[:120]}). "
-            "Offline? Use --weights FILE with a local .safetensors/.pth, or train without --pretrained."
+            "Offline? Use --weights FILE with a local .safetensors/.pth, or --model efficientnet-lite0 "
+            "(its ImageNet weights come with daxiao), or train without --pretrained."
         ) from None

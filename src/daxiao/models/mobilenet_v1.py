@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..registry import register_model
-from .layers import is_small, make_act, scratch_cfg
+from .layers import LinearClassifier, is_small, linear_or_identity, make_act, scratch_cfg
 
 
 class Block(NamedTuple):
@@ -40,7 +40,7 @@ class DepthwiseSeparable(nn.Sequential):
                          conv_bn_act(cin, cout, 1, 1, 1, activation))
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(LinearClassifier, nn.Module):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, input_size: int = 224, alpha: float = 1.0,
                  activation: str = "relu6", drop_rate: float = 1e-3):
         super().__init__()
@@ -58,7 +58,7 @@ class MobileNetV1(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(drop_rate)
         self.num_classes = num_classes
-        self.classifier = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.classifier = linear_or_identity(cin, num_classes)
         self.pretrained_cfg = scratch_cfg(in_chans, input_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,16 +67,6 @@ class MobileNetV1(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.pool(x).flatten(1))
         return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
 @register_model("mobilenet-v1", "small")

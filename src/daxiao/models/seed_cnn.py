@@ -1,4 +1,4 @@
-"""seed-cnn: the seed article's first model, layer for layer.
+"""seed-cnn: the seed article's first model, layer for layer; seed-tiny-cnn: the model of its tuning section.
 
     Conv2D(32, 3x3, activation) -> MaxPooling2D(2x2) -> Flatten -> Dense(128, activation) -> Dense(classes)
 
@@ -11,10 +11,12 @@ import torch
 from torch import nn
 
 from ..registry import register_model
-from .layers import MONOTONE, make_act, scratch_cfg
+from .layers import MONOTONE, LinearClassifier, linear_or_identity, make_act, scratch_cfg
 
 
-class SeedCNN(nn.Module):
+class SeedCNN(LinearClassifier, nn.Module):
+    classifier_attr = "fc2"
+
     def __init__(self, num_classes: int = 10, in_chans: int = 1, input_size: int = 28,
                  activation: str = "relu", filters: int = 32, hidden: int = 128, drop_rate: float = 0.0):
         super().__init__()
@@ -33,7 +35,7 @@ class SeedCNN(nn.Module):
         self.act2 = make_act(activation)
         self.drop = nn.Dropout(drop_rate)
         self.num_classes = num_classes
-        self.fc2 = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc2 = linear_or_identity(hidden, num_classes)
         self.pretrained_cfg = scratch_cfg(in_chans, input_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,16 +49,6 @@ class SeedCNN(nn.Module):
         x = self.drop(self.act2(self.fc1(x.permute(0, 2, 3, 1).flatten(1))))
         return x if pre_logits else self.fc2(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc2
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc2 = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
 
 @register_model("seed-cnn", "big")
 def seed_cnn(pretrained: bool = False, **kwargs) -> SeedCNN:
@@ -64,3 +56,37 @@ def seed_cnn(pretrained: bool = False, **kwargs) -> SeedCNN:
     if pretrained:
         raise ValueError("seed-cnn has no pretrained weights; train it from scratch")
     return SeedCNN(**kwargs)
+
+
+class SeedTinyCNN(LinearClassifier, nn.Module):
+    """The article's tuning model: Conv2D(32, 3x3, activation) -> Flatten -> Dense(classes)."""
+
+    classifier_attr = "fc"
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, input_size: int = 28,
+                 activation: str = "relu", filters: int = 32, drop_rate: float = 0.0):
+        super().__init__()
+        if input_size < 3:
+            raise ValueError(f"seed-tiny-cnn needs inputs of at least 3x3 pixels (received {input_size})")
+        self.conv = nn.Conv2d(in_chans, filters, 3)
+        self.act = make_act(activation)
+        self.drop = nn.Dropout(drop_rate)
+        self.num_features = filters * (input_size - 2) ** 2
+        self.num_classes = num_classes
+        self.fc = linear_or_identity(self.num_features, num_classes)
+        self.pretrained_cfg = scratch_cfg(in_chans, input_size)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(x.permute(0, 2, 3, 1).flatten(1))  # Keras' (H, W, C) flatten order, as in SeedCNN
+        return x if pre_logits else self.fc(x)
+
+
+@register_model("seed-cnn", "small")
+def seed_tiny_cnn(pretrained: bool = False, **kwargs) -> SeedTinyCNN:
+    """The article's tuning model: Conv32-Dense."""
+    if pretrained:
+        raise ValueError("seed-tiny-cnn has no pretrained weights; train it from scratch")
+    return SeedTinyCNN(**kwargs)

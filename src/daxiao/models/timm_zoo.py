@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import DaxiaoError, did_you_mean
 from ..registry import register_model
 from .layers import hub_download, is_small, scratch_cfg
+from .pretrained import OFFLINE, load_offline
 
 
 def small_stem(model: nn.Module) -> None:
@@ -34,9 +35,12 @@ def create_timm(timm_name: str, pretrained: bool = False, num_classes: int = 100
         raise DaxiaoError(f"timm has no model {timm_name!r}.{did_you_mean(timm_name, timm.list_models())}")
     if activation is not None:
         kwargs["act_layer"] = activation
-    with hub_download(timm_name) if pretrained else nullcontext():
-        model = timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes,
+    offline = pretrained and timm_name in OFFLINE  # shipped on PyPI: no hub needed
+    with hub_download(timm_name) if pretrained and not offline else nullcontext():
+        model = timm.create_model(timm_name, pretrained=pretrained and not offline, num_classes=num_classes,
                                   in_chans=in_chans, **kwargs)
+    if offline:
+        load_offline(model, timm_name)
     if is_small(input_size):
         small_stem(model)
     cfg = scratch_cfg(in_chans, input_size)
@@ -78,5 +82,17 @@ def resnet50(pretrained: bool = False, **kwargs) -> nn.Module:
 
 @register_model("efficientnet", "big")
 def efficientnet_lite0(pretrained: bool = False, **kwargs) -> nn.Module:
-    """On-device EfficientNet (timm tf_..._lite0)."""
+    """On-device EfficientNet (timm tf_..._lite0); ImageNet weights offline."""
     return create_timm("tf_efficientnet_lite0", pretrained, **kwargs)
+
+
+@register_model("efficientnet", "big")
+def efficientnet_lite1(pretrained: bool = False, **kwargs) -> nn.Module:
+    """EfficientNet-Lite1, 240 px; offline weights with daxiao[lite]."""
+    return create_timm("tf_efficientnet_lite1", pretrained, **kwargs)
+
+
+@register_model("efficientnet", "big")
+def efficientnet_lite2(pretrained: bool = False, **kwargs) -> nn.Module:
+    """EfficientNet-Lite2, 260 px; offline weights with daxiao[lite]."""
+    return create_timm("tf_efficientnet_lite2", pretrained, **kwargs)

@@ -1,0 +1,260 @@
+"""`daxiao distill`: knowledge distillation from a trained big model into a small one (Hinton et al. 2015,
+"Distilling the Knowledge in a Neural Network", https://arxiv.org/abs/1503.02531).
+
+    loss = alpha * KL(softmax(teacher / T) || softmax(student / T)) * T^2 + (1 - alpha) * CE(student, labels)
+
+T^2 keeps the soft term's gradients on the scale of the hard term's as T changes (the paper, section 2).
+
+How it fits the one training loop: `fit` runs unchanged, with two parts of its `Session` swapped (`adapt`):
+    criterion      `DistillLoss`, the usual loss plus the KL term on the teacher's logits for the batch
+    train loader   `TeacherFeed`, which yields the same (images, labels) batches as before and, just before
+                   each one, hands the criterion the teacher's logits for exactly those images
+The trainer's contract, (images, labels) in and a loss out, stays as it is, so accuracy, progress,
+augmentation (Mixup's soft labels too), schedules and checkpoints all behave as in `daxiao train`.
+Validation batches come from the untouched val loader and get no teacher logits, so the val loss is the
+student's own loss, comparable with a plain run's.
+
+Teacher logits come from one of two places:
+    cached       no augmentation and an in-memory data set: every epoch shows the teacher the same
+                 pixels, so its logits for each training image are computed once, with its own
+                 preprocessing (size, channels, normalization), and looked up by the loader's
+                 `batch_index` (which samples the batch holds)
+    on the fly   otherwise (augmentation, image folders, or --no-teacher-cache): the teacher sees the
+                 student's batch as it is after augmentation, converted to the teacher's channels, size and
+                 normalization
+The teacher is frozen (eval mode, no gradients) in both.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import load_model, resolve_weights
+from .config import RunConfig
+from .data import DataBundle, Split, TensorLoader, load_data, make_loader
+from .data.preprocess import Preprocess
+from .errors import DaxiaoError
+from .trainer import Session, console, evaluate, resolve_device
+
+
+class DistillLoss(nn.Module):
+    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * the usual loss.
+
+    `teacher_logits` is set by `TeacherFeed` before each training batch and used once; without it (the
+    validation batches) the loss is the usual loss alone.
+    """
+
+    def __init__(self, base: nn.Module, alpha: float = 0.5, temperature: float = 4.0):
+        super().__init__()
+        self.base, self.alpha, self.temperature = base, alpha, temperature
+        self.teacher_logits: torch.Tensor | None = None
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        teacher, self.teacher_logits = self.teacher_logits, None  # one batch's logits serve one batch
+        hard = self.base(logits, target)
+        if teacher is None or self.alpha == 0:  # alpha 0 is exactly the plain loss (tested)
+            return hard
+        assert teacher.shape == logits.shape, f"teacher logits {tuple(teacher.shape)} vs student {tuple(logits.shape)}"
+        return self.alpha * kd_term(logits, teacher, self.temperature) + (1 - self.alpha) * hard
+
+
+def kd_term(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(softmax(teacher / T) || softmax(student / T)) * T^2, averaged over the batch."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student.float() / t, 1), F.log_softmax(teacher.float() / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+class TeacherFeed:
+    """The student's train loader, unchanged, plus the teacher's logits for each batch handed to the loss.
+
+    Args:
+        loader: the train loader `prepare` built (shuffle, sampling and augmentation all as configured).
+        criterion: the `DistillLoss` that receives the logits.
+        teacher: the frozen teacher (on the fly) or None (cached).
+        cache: (N, classes) logits of every training image, in split order (cached) or None.
+        convert: student batch -> teacher input (on the fly).
+    """
+
+    def __init__(self, loader, criterion: DistillLoss, teacher: nn.Module | None = None,
+                 cache: torch.Tensor | None = None, convert=None):
+        self.loader, self.criterion, self.teacher, self.cache, self.convert = loader, criterion, teacher, cache, convert
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            if self.cache is not None:
+                logits = self.cache[self.loader.batch_index]
+            else:
+                with torch.inference_mode():
+                    device = next(self.teacher.parameters()).device
+                    x = self.convert(images.to(device)).contiguous(memory_format=torch.channels_last)
+                    logits = self.teacher(x).float()
+            self.criterion.teacher_logits = logits.to(images.device).clone()  # clone: out of inference mode
+            yield images, labels
+
+
+def input_converter(student: Preprocess, teacher: Preprocess):
+    """Normalized student batch -> normalized teacher batch: undo the student's normalization, change
+    channels (grey repeated, or ITU-R 601 luma) and size (bilinear), apply the teacher's normalization."""
+    if (student.channels, student.image_size, student.mean, student.std) == (
+            teacher.channels, teacher.image_size, teacher.mean, teacher.std):
+        return lambda x: x
+
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        s_mean, s_std = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (student.mean, student.std))
+        x = x * s_std + s_mean  # back to [0, 1]
+        if teacher.channels != student.channels:
+            luma = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+            x = x.expand(-1, 3, -1, -1) if teacher.channels == 3 else (x * luma).sum(1, keepdim=True)
+        if teacher.image_size != student.image_size:
+            x = F.interpolate(x, size=(teacher.image_size,) * 2, mode="bilinear", align_corners=False,
+                              antialias=teacher.image_size < student.image_size)
+        t_mean, t_std = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (teacher.mean, teacher.std))
+        return (x - t_mean) / t_std
+
+    return convert
+
+
+# ---- the teacher ------------------------------------------------------------------------------------------
+def load_teacher(path: str | Path, classes: list[str], data: str) -> tuple[nn.Module, Preprocess, torch.Tensor]:
+    """The frozen teacher, its preprocessing, and the index of each data class in its outputs; a teacher
+    trained on other classes is refused with both lists named."""
+    teacher, meta = load_model(resolve_weights(path))
+    t_classes = meta["classes"]
+    if sorted(t_classes) != sorted(classes):
+        raise DaxiaoError(f"The teacher {path} was trained on classes {_short(t_classes)} but --data {data} has "
+                          f"classes {_short(classes)}; distill on the data the teacher knows.")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    order = torch.tensor([t_classes.index(c) for c in classes])  # teacher's columns in the data's class order
+    return teacher.eval(), Preprocess(**meta["preprocess"]), order
+
+
+def _short(classes: list[str]) -> str:
+    return "[" + ", ".join(classes[:10]) + (f", ... ({len(classes)} in all)" if len(classes) > 10 else "") + "]"
+
+
+def teacher_data(cfg: RunConfig, pre: Preprocess) -> DataBundle:
+    """The student's data loaded again with the teacher's own preprocessing (size, channels, normalization)
+    and split exactly as the student's: same settings, same seed."""
+    return load_data(replace(cfg.data, augment="none"), cfg.train.seed, preprocess=pre)
+
+
+@torch.inference_mode()
+def teacher_logits(teacher: nn.Module, split: Split, pre: Preprocess, order: torch.Tensor,
+                   workers: int = 0) -> torch.Tensor:
+    """The teacher's logits (data's class order) for every image of `split`, in split order."""
+    device = resolve_device()
+    teacher.to(device).to(memory_format=torch.channels_last)
+    out = [teacher(x.to(device).contiguous(memory_format=torch.channels_last)).float()
+           for x, _ in make_loader(split, 256, pre, workers=workers)]
+    return torch.cat(out)[:, order]
+
+
+def can_cache(cfg: RunConfig, bundle: DataBundle) -> bool:
+    """Cached teacher logits are right only when every epoch shows the same pixels."""
+    return cfg.data.augment.strip() in ("", "none") and bundle.in_memory
+
+
+def distill_adapter(teacher: nn.Module, t_bundle: DataBundle, order: torch.Tensor, alpha: float,
+                    temperature: float, cache: bool = True):
+    """The `adapt` hook for `fit`: swaps the session's loss for `DistillLoss` and wraps its train loader."""
+
+    def adapt(s: Session) -> Session:
+        loss = DistillLoss(s.criterion, alpha, temperature)
+        loader = s.train_loader
+        if cache and isinstance(loader, TensorLoader) and t_bundle.in_memory:
+            # the cache is indexed by the student's sample numbers: both splits must hold the same images
+            assert torch.equal(t_bundle.train.targets, loader.split.targets), "teacher and student splits differ"
+            logits = teacher_logits(teacher, t_bundle.train, t_bundle.preprocess, order)
+            feed = TeacherFeed(loader, loss, cache=logits.to(s.device))
+        else:
+            convert = input_converter(loader.pre, t_bundle.preprocess)
+            on_the_fly = _Reordered(teacher.to(s.device).to(memory_format=torch.channels_last), order)
+            feed = TeacherFeed(loader, loss, teacher=on_the_fly, convert=convert)
+        return replace(s, criterion=loss, train_loader=feed)
+
+    return adapt
+
+
+class _Reordered(nn.Module):
+    """The teacher with its output columns in the data's class order."""
+
+    def __init__(self, teacher: nn.Module, order: torch.Tensor):
+        super().__init__()
+        self.teacher, self.order = teacher, order
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(x)[:, self.order.to(x.device)]
+
+
+# ---- the job ----------------------------------------------------------------------------------------------
+def distill(cfg: RunConfig, teacher: str | Path, alpha: float = 0.5, temperature: float = 4.0,
+            cache: bool = True, verbose: bool = True,
+            limits: tuple[int | None, int | None, int | None] = (None, None, None)) -> dict:
+    """Train `cfg`'s model (the student) with knowledge distillation from the run at `teacher`.
+
+    Args:
+        cfg: the student's settings, exactly as for `daxiao train` (data, augmentation, schedule ...).
+        teacher: a run folder or weights file trained on the same classes.
+        alpha: weight of the soft (teacher) term; 0 is plain training.
+        temperature: T, softening both distributions; the soft term is scaled by T^2.
+        cache: compute the teacher's logits once when the data allows it (see module docstring).
+        limits: (train, val, test) images of a stratified subset, as `daxiao compare` takes them; the
+            teacher's copy of the data gets the same subset (the draw depends on labels and seed only).
+
+    Returns:
+        `runs.train`'s result, plus "distill": the settings and the teacher's val accuracy on this split
+        (also written to RUN/distill.json).
+
+    Example:
+        >>> distill(RunConfig.from_dict({"model": "mobilenet-v1", "alpha": 0.5}), "runs/resnet18-digits")
+    """
+    from .runs import data_config, default_name, train
+
+    if not 0 <= alpha <= 1:
+        raise DaxiaoError(f"alpha must be in [0, 1] (received {alpha}).")
+    if temperature <= 0:
+        raise DaxiaoError(f"temperature must be > 0 (received {temperature}).")
+    cfg = copy.deepcopy(cfg).validate()
+    if not cfg.name and not cfg.resume:
+        cfg.name = _free_name(Path(cfg.project), f"{default_name(cfg)}-kd")
+    from .compare import subset
+
+    bundle = subset(load_data(data_config(cfg, cfg.model.name), cfg.train.seed), *limits, seed=cfg.train.seed)
+    model, t_pre, order = load_teacher(teacher, bundle.classes, cfg.data.data)
+    t_bundle = subset(teacher_data(cfg, t_pre), *limits, seed=cfg.train.seed)
+    device = resolve_device()
+    t_acc = evaluate(_Reordered(model.to(device).to(memory_format=torch.channels_last), order),
+                     make_loader(t_bundle.val, 256, t_pre, workers=cfg.data.workers), device=device)["acc"]
+    cached = cache and can_cache(cfg, bundle)
+    settings = {"teacher": str(teacher), "alpha": alpha, "temperature": temperature,
+                "teacher_logits": "cached" if cached else "on the fly", "teacher_val_acc": t_acc}
+    if verbose:
+        console.print(f"distilling {teacher} (val acc {t_acc:.4f} on this split) into {cfg.model.name}: alpha "
+                      f"{alpha}, T {temperature}, teacher logits {settings['teacher_logits']}")
+    result = train(cfg, verbose=verbose, bundle=bundle,
+                   adapt=distill_adapter(model, t_bundle, order, alpha, temperature, cached))
+    Path(result["run_dir"], "distill.json").write_text(json.dumps(settings, indent=2))
+    return {**result, "distill": settings}
+
+
+def _free_name(project: Path, base: str) -> str:
+    name, n = base, 1
+    while (project / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name

@@ -1,0 +1,103 @@
+"""Distillation: the loss is Hinton's, alpha 0 is plain training, cached teacher logits equal on-the-fly ones,
+and a teacher trained on other classes is refused with both class lists named."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_folder
+from safetensors.torch import load_file
+
+import daxiao
+from daxiao.cli import main
+from daxiao.config import RunConfig
+from daxiao.data import load_data
+from daxiao.distill import DistillLoss, distill, distill_adapter, load_teacher, teacher_data
+from daxiao.errors import DaxiaoError
+from daxiao.runs import make_model
+from daxiao.trainer import prepare
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """seed-cnn on digits upscaled to 12 px: the teacher differs from 8-px students in input size."""
+    runs = tmp_path_factory.mktemp("teacher")
+    cfg = RunConfig.from_dict({"project": str(runs), "name": "t", "precision": "fp32", "epochs": 2, "image_size": 12})
+    daxiao.train(cfg, verbose=False)
+    return runs / "t"
+
+
+def student_cfg(runs, name: str, **kw) -> RunConfig:
+    return RunConfig.from_dict({"project": str(runs), "name": name, "precision": "fp32", "epochs": 2,
+                                "model": "seed-tiny-cnn", "seed": 3, **kw})
+
+
+def test_loss_is_hintons_formula():
+    torch.manual_seed(0)
+    s, t, y = torch.randn(6, 5), torch.randn(6, 5), torch.randint(0, 5, (6,))
+    loss = DistillLoss(torch.nn.CrossEntropyLoss(), alpha=0.7, temperature=3.0)
+    loss.teacher_logits = t
+    p_t, log_p_s = (t / 3).softmax(1), (s / 3).log_softmax(1)
+    kl = (p_t * (p_t.log() - log_p_s)).sum(1).mean()
+    expected = 0.7 * kl * 9 + 0.3 * F.cross_entropy(s, y)
+    assert torch.allclose(loss(s, y), expected, atol=1e-6)
+    assert loss.teacher_logits is None  # used once: the validation batches get the plain loss
+    assert torch.allclose(loss(s, y), F.cross_entropy(s, y))
+
+
+def test_alpha_zero_is_plain_training(teacher, runs):
+    plain = daxiao.train(student_cfg(runs, "plain"), verbose=False)
+    kd = distill(student_cfg(runs, "kd0"), teacher, alpha=0.0, verbose=False)
+    a, b = load_file(str(runs / "plain" / "last.safetensors")), load_file(str(runs / "kd0" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for key in ("train_loss", "val_loss", "val_acc"):
+        assert [h[key] for h in kd["history"]] == [h[key] for h in plain["history"]]
+
+
+def test_cached_teacher_logits_give_the_same_loss_as_on_the_fly(teacher, runs):
+    cfg = student_cfg(runs, "x", image_size=12).validate()  # same preprocessing as the teacher: exact
+    bundle = load_data(cfg.data, cfg.train.seed)
+    t_model, t_pre, order = load_teacher(teacher, bundle.classes, "digits")
+    t_bundle = teacher_data(cfg, t_pre)
+    losses = {}
+    for cache in (True, False):
+        model = make_model(cfg, bundle)
+        s = distill_adapter(t_model, t_bundle, order, 0.5, 4.0, cache)(prepare(model, bundle, cfg))
+        assert (s.train_loader.cache is not None) == cache
+        per_batch = []
+        for i, (x, y) in enumerate(s.train_loader):
+            per_batch.append(s.criterion(model(x), y).item())
+            if i == 3:
+                break
+        losses[cache] = per_batch
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
+
+
+def test_teacher_of_another_size_and_augmentation_train(teacher, runs):
+    """An 8-px student from a 12-px teacher: cached without augmentation, on the fly with it."""
+    r = distill(student_cfg(runs, "kd"), teacher, alpha=0.5, temperature=4.0, verbose=False)
+    saved = json.loads((runs / "kd" / "distill.json").read_text())
+    assert saved["teacher_logits"] == "cached" and saved["teacher_val_acc"] > 0.5
+    assert r["preprocess"].image_size == 8 and r["best_val_acc"] > 0.3
+    aug = distill(student_cfg(runs, "kd-aug", augment="light,mixup=0.2", epochs=1), teacher, verbose=False)
+    assert aug["distill"]["teacher_logits"] == "on the fly"
+    assert torch.isfinite(torch.tensor(aug["history"][-1]["train_loss"]))
+
+
+def test_cli_distill_and_bad_input(teacher, runs, tmp_path, capsys):
+    argv = ["distill", "--teacher", str(teacher), "--student", "seed-tiny-cnn", "--epochs", "1", "--project",
+            str(runs), "--name", "cli", "--precision", "fp32", "--kd-alpha", "0.9", "--temperature", "2"]
+    assert main(argv) == 0  # --data defaults to the teacher's (digits)
+    assert json.loads((runs / "cli" / "distill.json").read_text())["alpha"] == 0.9
+    capsys.readouterr()
+    shapes = make_folder(tmp_path / "shapes", per_class=4, size=12)
+    assert main(["distill", "--teacher", str(teacher), "--data", str(shapes), "--project", str(runs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in err and "[bar_h, bar_v, square]" in err
+    with pytest.raises(DaxiaoError, match="alpha must be in"):
+        distill(copy.deepcopy(student_cfg(runs, "bad")), teacher, alpha=1.5)
