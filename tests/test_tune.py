@@ -169,6 +169,18 @@ def test_space_parsing():
         s["lr"].grid_values()
 
 
+def test_space_from_yaml(tmp_path):
+    f = tmp_path / "space.yaml"
+    f.write_text("optimizer: [adam, sgd]\nlr: {low: 1e-4, high: 0.1, log: true}\nepochs: {low: 2, high: 8, step: 2}\n"
+                 "weight_decay: [0, 1e-4]\n")
+    s = parse_space([str(f), "batch_size=32,64"])  # a file and tokens together
+    assert s["optimizer"].choices == ("adam", "sgd") and s["lr"].log and s["lr"].high == 0.1
+    assert s["epochs"].grid_values() == [2, 4, 6, 8] and s["batch_size"].choices == (32, 64)
+    assert s["weight_decay"].choices == (0, 1e-4) and s["lr"].low == 1e-4
+    with pytest.raises(DaxiaoError, match="low and high"):
+        parse_space({"lr": {"low": 0.1}})
+
+
 @pytest.mark.parametrize("argv,expect", [
     (["--space", "optimiser=adam,sgd"], "Did you mean: optimizer"),
     (["--space", "optimizer="], "no values to try"),

@@ -82,7 +82,10 @@ def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ax = fn(study)
-            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
+            first = ax.flat[0] if hasattr(ax, "flat") else ax
+            if name == "history":
+                first.set_ylabel("mean CV accuracy")
+            fig = first.get_figure()
             fig.set_size_inches(9, 5)
             fig.tight_layout()
             fig.savefig(path, dpi=110)

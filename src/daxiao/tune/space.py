@@ -79,6 +79,11 @@ def _scalar(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def _yaml_scalar(value):
+    """YAML reads 1e-4 as a string (it wants 1.0e-4): numbers written either way are numbers."""
+    return _scalar(value) if isinstance(value, str) else value
+
+
 def _is_int_type(hint) -> bool:
     return hint is int or int in typing.get_args(hint)
 
@@ -97,9 +102,10 @@ def parse_param(name: str, spec) -> Param:
         if unknown or not {"low", "high"} <= set(spec):
             raise DaxiaoError(f"{key}: a range is a mapping with low and high (and optionally log, step); "
                               f"received {spec}.")
-        return _range(key, spec["low"], spec["high"], bool(spec.get("log")), spec.get("step"), integer)
+        low, high, step = (_yaml_scalar(spec.get(k)) for k in ("low", "high", "step"))
+        return _range(key, low, high, bool(spec.get("log")), step, integer)
     if isinstance(spec, list | tuple):
-        choices = [c for c in spec]
+        choices = [_yaml_scalar(c) for c in spec]
     else:
         text = str(spec).strip()
         if ":" in text and "," not in text and key not in ("augment", "loss"):
