@@ -193,9 +193,25 @@ def test_space_from_yaml(tmp_path):
     (["--space", "lr=0.01", "--sampler", "bayes"], "sampler"),
     (["--space", "lr=0.01", "--jobs", "64"], "more than this machine"),
     ([], "search space is empty"),
+    (["--space", "lr=0.01", "--unfreeze", "all"], "does not run the two-stage"),
 ])
 def test_bad_input_fails_before_training(tmp_path, capsys, argv, expect):
     assert main(["tune", "--model", "seed-tiny-cnn", "--project", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and expect in err and "Traceback" not in err, err
     assert not any(tmp_path.rglob("trials.csv"))  # nothing trained, nothing written
+
+
+def test_a_frozen_base_trains_only_the_head_in_a_trial(monkeypatch):
+    from daxiao.tune import cv
+
+    cfg = RunConfig.from_dict({"model": "efficientnet-lite0", "pretrained": True, "freeze_base": True, "head": "linear",
+                               "image_size": 32, "epochs": 1, "precision": "fp32"})
+    folds = cv.FoldCache(0).folds(cfg)
+    assert folds[0].preprocess.channels == 3 and folds[0].preprocess.image_size == 32  # as `daxiao train` loads it
+    built, make = [], cv._model
+    monkeypatch.setattr(cv, "_model", lambda c, b: built.append(make(c, b)) or built[-1])
+    r = cv.cross_validate(cfg, folds)
+    assert r["acc"] > 0.3
+    assert not any(p.requires_grad for p in built[0].backbone.parameters())
+    assert all(p.requires_grad for p in built[0].head.parameters())

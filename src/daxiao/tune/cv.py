@@ -16,12 +16,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..config import RunConfig
+from ..config import DataConfig, RunConfig
 from ..data import DataBundle, FileSplit, Split, TensorSplit, load_data
 from ..data.folder import FileList
 from ..errors import DaxiaoError
-from ..runs import make_model
+from ..registry import model_info
+from ..runs import data_config, make_model
 from ..trainer import prepare
+from ..transfer import TransferModel, freeze_base
 
 
 def cv_folds(labels: torch.Tensor | np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -62,22 +64,30 @@ class FoldCache:
         self._cache: dict = {}
 
     def folds(self, cfg: RunConfig) -> list[DataBundle]:
-        d = cfg.data
+        d = data_config(cfg, model_info(cfg.model.name).name)  # as `daxiao train` loads it (pretrained: RGB, size)
         key = (d.data, d.val, d.data_dir, d.image_size, d.channels, d.resize, d.val_split, cfg.train.seed)
         if key not in self._cache:
-            self._cache[key] = self._make(cfg)
+            self._cache[key] = self._make(d, cfg.train.seed)
         return self._cache[key]
 
-    def _make(self, cfg: RunConfig) -> list[DataBundle]:
-        bundle = load_data(cfg.data, cfg.train.seed)
+    def _make(self, d: DataConfig, seed: int) -> list[DataBundle]:
+        bundle = load_data(d, seed)
         if self.k == 0:  # hold-out: the data's own validation split
             return [bundle]
         pool = pooled(bundle)
         out = []
-        for tr, va in cv_folds(pool.targets, self.k, cfg.train.seed):
+        for tr, va in cv_folds(pool.targets, self.k, seed):
             out.append(DataBundle(subset(pool, tr), subset(pool, va), None, bundle.classes, bundle.preprocess,
                                   bundle.source))
         return out
+
+
+def _model(cfg: RunConfig, bundle: DataBundle) -> torch.nn.Module:
+    """The trial's model; with --freeze-base only its head trains, as in `daxiao train`'s head stage."""
+    model = make_model(cfg, bundle)
+    if cfg.model.freeze_base and isinstance(model, TransferModel):
+        freeze_base(model)
+    return model
 
 
 def cross_validate(cfg: RunConfig, folds: list[DataBundle],
@@ -91,7 +101,7 @@ def cross_validate(cfg: RunConfig, folds: list[DataBundle],
     GridSearchCV scores the model it fit.
     """
     t0 = time.perf_counter()
-    sessions = [prepare(make_model(cfg, fb), fb, cfg) for fb in folds]
+    sessions = [prepare(_model(cfg, fb), fb, cfg) for fb in folds]
     curve: list[float] = []
     accs: list[float] = []
 

@@ -22,7 +22,8 @@ from ..errors import DaxiaoError, did_you_mean
 
 # Where a study reads and writes, how fast it runs, or what cross-validation replaces: never searched.
 NOT_SEARCHABLE = {"name", "project", "exist_ok", "resume", "data", "val", "data_dir", "workers", "threads", "seed",
-                  "patience", "precision", "val_split", "weights", "feature_cache", "cache_dir"}
+                  "patience", "precision", "val_split", "weights", "feature_cache", "cache_dir",
+                  "unfreeze", "head_epochs", "finetune_epochs"}  # tune trains one stage (see study.tune)
 EXTRA = {"label_smoothing": float}  # searched as a number, applied as the loss "label-smoothing=<v>"
 
 

@@ -313,6 +313,9 @@ def tune(base: RunConfig, settings: TuneSettings, verbose: bool = True) -> dict:
     check_choice("pruner", settings.pruner, PRUNERS)
     if settings.cv < 0 or settings.cv == 1:
         raise DaxiaoError(f"--cv must be 0 (hold-out) or at least 2 folds (received {settings.cv}).")
+    if base.model.unfreeze:
+        raise DaxiaoError("tune trains one stage per trial and does not run the two-stage --unfreeze recipe; tune "
+                          "the head stage with --freeze-base, or fine-tune the whole model (no --freeze-base).")
     space = parse_space(settings.space)
     check_space(base, space)
     if settings.sampler == "grid":
