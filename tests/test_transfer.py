@@ -110,6 +110,20 @@ def test_cached_features_train_the_same_head_as_the_frozen_base(digits32):
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
+def test_a_cached_head_is_saved_with_the_normalization_its_features_had(tmp_path):
+    # Features must be extracted with the weights' mean/std (what the run folder records), even on a
+    # fresh bundle whose statistics are still the data's own.
+    from daxiao.report import evaluate_model
+    from daxiao.runs import train
+
+    c = RunConfig.from_dict({"model": "efficientnet-lite0", "pretrained": True, "freeze_base": True, "head": "linear",
+                             "image_size": 32, "epochs": 1, "lr": 0.01, "precision": "fp32", "project": str(tmp_path),
+                             "name": "cached", "feature_cache": "memory"})
+    r = train(c, verbose=False)
+    assert r["preprocess"].mean == (0.5, 0.5, 0.5)
+    assert evaluate_model(tmp_path / "cached", None, "val", None, 256, None, 0)["acc"] == r["best_val_acc"]
+
+
 def test_unfreeze_last_block_fine_tunes_it_with_frozen_batchnorm_and_a_lower_rate(digits32, tmp_path):
     model = lite0()
     before = copy.deepcopy(model.backbone.state_dict())

@@ -146,8 +146,7 @@ class DataCache:
         key = json.dumps([vars(dcfg), cfg.train.seed], sort_keys=True)
         if key not in self._bundles:
             self._bundles[key] = subset(load_data(dcfg, cfg.train.seed), *self.limits, seed=cfg.train.seed)
-        b = self._bundles[key]
-        return replace(b, preprocess=replace(b.preprocess))  # fit may set a pretrained model's mean/std on it
+        return self._bundles[key]
 
 
 # ---- budget -----------------------------------------------------------------------------------------------
@@ -156,7 +155,7 @@ def seconds_per_epoch(cfg: RunConfig, bundle: DataBundle, steps: int = 6) -> flo
     of the model, after one untimed step (oneDNN builds its kernels on the first), scaled up."""
     model = make_model(cfg, bundle)
     with torch.random.fork_rng(devices=[]):  # the probe must not shift anyone's random stream
-        s = prepare(model, replace(bundle, preprocess=replace(bundle.preprocess)), cfg)
+        s = prepare(model, bundle, cfg)
         batches = list(islice(iter(s.train_loader), steps + 1))
         train_one_epoch(model, batches[:1], s.criterion, s.optimizer, s.scheduler, s.bf16, s.device)
         t0 = time.perf_counter()

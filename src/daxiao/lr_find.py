@@ -16,7 +16,7 @@ from torch import nn
 from .config import RunConfig
 from .data import DataBundle, make_loader
 from .losses import build_criterion
-from .trainer import build_optimizer, resolve_device
+from .trainer import build_optimizer, match_model_to_data, resolve_device
 
 
 def lr_find(model: nn.Module, bundle: DataBundle, cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 10.0,
@@ -27,6 +27,7 @@ def lr_find(model: nn.Module, bundle: DataBundle, cfg: RunConfig, start_lr: floa
         {"suggested_lr", "lrs", "losses"} (losses smoothed); writes the plot to `out` when given.
     """
     device = resolve_device()
+    bundle = match_model_to_data(model, bundle)  # pretrained weights: their own normalization, as in fit
     model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last).train()
     optimizer = build_optimizer(model, cfg.optim)
     criterion = build_criterion(cfg.train.loss)

@@ -12,7 +12,7 @@ import csv
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from torch import nn
 from .augment import build_augment
 from .checkpoint import load_train_state, model_meta, save_train_state, save_weights
 from .config import DataConfig, RunConfig, apply_overrides, save_yaml
-from .data import DataBundle, load_data, make_loader
+from .data import DataBundle, Preprocess, load_data, make_loader
 from .errors import DaxiaoError
 from .losses import build_criterion, class_weights
 
@@ -241,7 +241,7 @@ def fit(model: nn.Module, data: str | DataBundle, cfg: RunConfig | None = None, 
     bundle = data if isinstance(data, DataBundle) else _load_for_model(model, str(data), cfg)
     s = prepare(model, bundle, cfg)
     s = adapt(s) if adapt else s
-    pre = bundle.preprocess
+    pre = s.preprocess
     writer = RunWriter(run_dir, cfg, model_meta(model, bundle.classes, pre)) if run_dir else None
     loop = LoopState(**writer.restore(model, s.optimizer, s.scheduler)) if writer and cfg.resume else LoopState()
     if loop.epoch >= t.epochs:
@@ -293,6 +293,7 @@ class Session:
     scheduler: object
     bf16: bool
     device: torch.device
+    preprocess: Preprocess  # what the loaders apply: saved with the weights
 
     def train_epoch(self, epoch: int, progress: Progress | None = None, task=None) -> dict:
         self.train_loader.set_epoch(epoch)  # the shuffle order depends on (seed, epoch) only: resumable
@@ -309,7 +310,7 @@ def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, with_val: bool
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
-    _match_model_to_data(model, bundle)
+    bundle = match_model_to_data(model, bundle)
     device, pre = resolve_device(), bundle.preprocess
     model.to(device).to(memory_format=torch.channels_last)  # measured ~2x faster convs on CPU (oneDNN)
     augment = build_augment(cfg.data.augment, len(bundle.classes))  # on uint8 batches, before normalization
@@ -323,7 +324,7 @@ def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, with_val: bool
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), t.epochs)
     bf16 = use_bf16(t.precision, model, train_loader, criterion, device)
-    return Session(model, train_loader, val_loader, criterion, optimizer, scheduler, bf16, device)
+    return Session(model, train_loader, val_loader, criterion, optimizer, scheduler, bf16, device, pre)
 
 
 class RunWriter:
@@ -370,14 +371,18 @@ def _load_for_model(model: nn.Module, data: str, cfg: RunConfig) -> DataBundle:
     return load_data(DataConfig(**{**vars(cfg.data), "data": data, "image_size": s, "channels": c}), cfg.train.seed)
 
 
-def _match_model_to_data(model: nn.Module, bundle: DataBundle) -> None:
+def match_model_to_data(model: nn.Module, bundle: DataBundle) -> DataBundle:
+    """`bundle` as `model` must see it: pretrained weights expect their own mean/std, scratch models keep the
+    data's statistics. Returns a new bundle rather than changing the caller's, which may be shared (tune's
+    folds, compare's data cache) or used before training (transfer's feature extraction calls this too)."""
     if getattr(model, "num_classes", len(bundle.classes)) != len(bundle.classes):
         raise DaxiaoError(f"The model has {model.num_classes} outputs but the data has {len(bundle.classes)} "
                           "classes; create it with num_classes=len(classes).")
-    # Pretrained weights expect their own mean/std; scratch models keep the data's statistics.
     mcfg = getattr(model, "pretrained_cfg", {}) or {}
-    if mcfg.get("mean") is not None and len(mcfg["mean"]) == bundle.preprocess.channels:
-        bundle.preprocess.mean, bundle.preprocess.std = tuple(mcfg["mean"]), tuple(mcfg["std"])
+    if mcfg.get("mean") is None or len(mcfg["mean"]) != bundle.preprocess.channels:
+        return bundle
+    pre = replace(bundle.preprocess, mean=tuple(mcfg["mean"]), std=tuple(mcfg["std"]))
+    return replace(bundle, preprocess=pre)
 
 
 def _describe(model: nn.Module, bundle: DataBundle, bf16: bool, device: torch.device, start: int) -> None:

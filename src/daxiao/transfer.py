@@ -34,7 +34,7 @@ from .config import DataConfig, RunConfig
 from .data import DataBundle, Split, TensorSplit, make_loader
 from .data.preprocess import Preprocess
 from .errors import DaxiaoError
-from .trainer import console, fit, resolve_device
+from .trainer import console, fit, match_model_to_data, resolve_device
 
 HEAD_ARGS = ("head", "head_hidden", "head_dropout")  # create_model keywords that build a TransferModel
 
@@ -268,6 +268,7 @@ def feature_bundle(model: TransferModel, bundle: DataBundle, cfg: RunConfig, ver
     """`bundle` with its train and val images replaced by the frozen base's features (the test split is
     left out: training never reads it). The preprocessing stays the images' own, saved with the model."""
     t = cfg.train
+    bundle = match_model_to_data(model, bundle)  # the weights' normalization, as fit will train the head with
     model.to(resolve_device()).to(memory_format=torch.channels_last)
     bf16 = extraction_bf16(t.precision, model, bundle, cfg.data.workers)
     t0 = time.perf_counter()
