@@ -1,6 +1,6 @@
 """Hyperparameter search: `tune(base_config, TuneSettings(space=..., sampler="grid", cv=3))` or `daxiao tune`.
 
-    space.py   names and ranges -> checked Optuna distributions
+    space.py   names and ranges -> checked parameters (study.suggest turns them into Optuna suggestions)
     cv.py      a trial's score: k folds trained in step, the running mean reported each epoch
     study.py   samplers, pruners, storage, workers, resuming
     report.py  leaderboard, trials.csv, best.yaml, plots

@@ -1,4 +1,4 @@
-"""Search spaces: `optimizer=adam,sgd lr=1e-4:1e-1:log` (or the same in YAML) -> checked Optuna distributions.
+"""Search spaces: `optimizer=adam,sgd lr=1e-4:1e-1:log` (or the same in YAML) -> checked parameters.
 
 A parameter is any training setting (a `daxiao train` flag name, `batch_size` or `batch-size`) plus
 `label_smoothing`, which sets `--loss label-smoothing=<value>`. Values are either choices (a list) or a
@@ -14,7 +14,6 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
 import yaml
 
 from ..config import RunConfig, apply_overrides, setting_types
@@ -37,14 +36,6 @@ class Param:
     step: float | None = None
     integer: bool = False
 
-    def distribution(self) -> optuna.distributions.BaseDistribution:
-        if self.choices is not None:
-            return optuna.distributions.CategoricalDistribution(self.choices)
-        if self.integer:
-            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log,
-                                                        step=int(self.step or 1))
-        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
-
     def grid_values(self) -> list:
         """The values a grid visits: the choices, or every step of an integer or stepped range."""
         if self.choices is not None:
@@ -56,11 +47,6 @@ class Param:
         n = int(math.floor((self.high - self.low) / step + 1e-9)) + 1
         vals = [self.low + i * step for i in range(n)]
         return [int(v) for v in vals] if self.integer else vals
-
-    def describe(self) -> str:
-        if self.choices is not None:
-            return ",".join(map(str, self.choices))
-        return f"{self.low:g}:{self.high:g}" + (":log" if self.log else f":{self.step:g}" if self.step else "")
 
 
 def searchable() -> dict[str, type]:

@@ -215,8 +215,9 @@ def print_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
 
 # ---- running: one process or several ----------------------------------------------------------------------
 def _work(base_dict: dict, settings_dict: dict, folder: str, worker: int, threads: int, deadline: float | None,
-          verbose: bool) -> None:
-    """One worker: draw trials until the budget is spent, the grid is exhausted, or the deadline passes."""
+          verbose: bool, cache: FoldCache | None = None) -> None:
+    """One worker: draw trials until the budget is spent, the grid is exhausted, or the deadline passes.
+    In-process, `cache` holds the data `tune` already loaded; a spawned worker loads its own."""
     import torch
 
     torch.set_num_threads(threads)
@@ -231,7 +232,7 @@ def _work(base_dict: dict, settings_dict: dict, folder: str, worker: int, thread
     study = optuna.load_study(study_name=settings.study, storage=storage,
                               sampler=make_sampler(settings.sampler, space, seed),
                               pruner=make_pruner(settings.pruner, max_epochs(base, space)))
-    objective, n = make_objective(base, space, FoldCache(settings.cv)), settings.n_trials(space)
+    objective, n = make_objective(base, space, cache or FoldCache(settings.cv)), settings.n_trials(space)
     callbacks = [print_trial] if verbose else []
     while deadline is None or time.time() < deadline:
         trials = study.get_trials(deepcopy=False)
@@ -321,7 +322,8 @@ def tune(base: RunConfig, settings: TuneSettings, verbose: bool = True) -> dict:
     if settings.sampler == "grid":
         grid_size(space)  # ranges without steps cannot be gridded: say so now
     threads = worker_threads(settings.jobs, base.train.threads)
-    FoldCache(settings.cv).folds(base)  # the data loads and the folds fit (--cv vs class sizes) before training
+    cache = FoldCache(settings.cv)
+    cache.folds(base)  # the data loads and the folds fit (--cv vs class sizes) before training
     settings.study = settings.study or folder.name
     folder.mkdir(parents=True, exist_ok=True)
     storage = open_storage(settings.storage, folder)
@@ -342,7 +344,7 @@ def tune(base: RunConfig, settings: TuneSettings, verbose: bool = True) -> dict:
     trial_base.train.threads = threads
     args = (trial_base.to_dict(), asdict(settings), str(folder), 0, threads, deadline, verbose)
     if settings.jobs == 1:
-        _work(*args)
+        _work(*args, cache=cache)
     else:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
         procs = [ctx.Process(target=_worker_entry, args=(*args[:3], i, *args[4:])) for i in range(settings.jobs)]
