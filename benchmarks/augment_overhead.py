@@ -23,11 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from daxiao import create_model
-from daxiao.augment import build_augment
 from daxiao.config import DataConfig, OptimConfig
 from daxiao.data import load_data, make_loader
-from daxiao.losses import build_criterion
-from daxiao.trainer import build_optimizer, build_scheduler, train_one_epoch
+from daxiao.data.augment import build_augment
+from daxiao.training.loop import train_one_epoch
+from daxiao.training.losses import build_criterion
+from daxiao.training.optim import build_optimizer, build_scheduler
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "augment_overhead.json"
 

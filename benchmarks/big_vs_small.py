@@ -45,12 +45,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from daxiao.compare import DataCache, compare, compare_table
+from daxiao.compare.runner import DataCache, compare, compare_table
 from daxiao.config import RunConfig, apply_overrides
-from daxiao.distill import distill
-from daxiao.registry import model_info
-from daxiao.report import evaluate_model
-from daxiao.runs import train
+from daxiao.inference.report import evaluate_model
+from daxiao.models import model_info
+from daxiao.training.distill import distill
+from daxiao.training.runs import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

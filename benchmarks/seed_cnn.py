@@ -157,11 +157,11 @@ def fp32_test_acc(model: torch.nn.Module, bundle: DataBundle) -> float:
 
 def run_daxiao(r: Recipe, bundle: DataBundle, seed: int, threads: int | None) -> dict:
     # Untimed warm-up: same batch size and precision, so oneDNN has built its kernels for these shapes.
-    fit(new_model(seed), subset(bundle, 2048), run_config(r, seed, threads, epochs=1), verbose=False)
+    fit(new_model(seed), subset(bundle, 2048), cfg=run_config(r, seed, threads, epochs=1), verbose=False)
     model = new_model(seed)
     cfg = run_config(r, seed, threads)
     t0 = time.perf_counter()
-    out = fit(model, bundle, cfg, verbose=False)
+    out = fit(model, bundle, cfg=cfg, verbose=False)
     wall = time.perf_counter() - t0
     hist = out["history"]
     last = hist[-1]

@@ -30,7 +30,7 @@ from rich.table import Table
 from daxiao import create_model, fit
 from daxiao.config import DataConfig, RunConfig
 from daxiao.data import DataBundle, TensorSplit, load_data, make_loader, stratified_split
-from daxiao.trainer import evaluate
+from daxiao.training.loop import evaluate
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "techniques.json"
 BASE = {"augment": "none", "loss": "cross-entropy", "optimizer": "adam", "lr": 1e-3}
@@ -65,7 +65,7 @@ def run_cell(bundle: DataBundle, overrides: dict, epochs: int, seed: int) -> tup
     torch.manual_seed(seed)
     model = create_model("seed-cnn", num_classes=10, in_chans=1, input_size=28)
     t0 = time.perf_counter()
-    fit(model, bundle, cfg, verbose=False)
+    fit(model, bundle, cfg=cfg, verbose=False)
     seconds = time.perf_counter() - t0
     test = evaluate(model, make_loader(bundle.test, 1024, bundle.preprocess))
     return test["acc"], seconds

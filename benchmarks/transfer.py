@@ -51,11 +51,12 @@ from rich.console import Console
 from rich.table import Table
 
 from daxiao import create_model, fit
-from daxiao import transfer as tr
 from daxiao.config import DataConfig, RunConfig
 from daxiao.data import DataBundle, TensorSplit, load_data, make_loader
 from daxiao.data.preprocess import Preprocess, channel_convert, resize_uint8
-from daxiao.trainer import evaluate
+from daxiao.training import features as tr
+from daxiao.training import transfer
+from daxiao.training.loop import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "transfer.json"
@@ -111,7 +112,7 @@ def cache_speed(full: DataBundle, size: int, pre: Preprocess, test_feats: Tensor
         model = lite0("article", size)
         cfg = run_cfg(epochs, 128, 1e-3, freeze_base=True, feature_cache=cache)
         t0 = time.perf_counter()
-        tr.train_transfer(model, bundle, cfg, verbose=False)
+        transfer.train_transfer(model, bundle, cfg, verbose=False)
         secs = time.perf_counter() - t0
         out[mode] = {"seconds": secs, "test_acc": feature_acc(model, test_feats, pre)}
         console.print(f"cache {mode:>9}: {secs:7.1f} s  test acc {out[mode]['test_acc']:.4f}")
@@ -136,20 +137,20 @@ def few_shot(full: DataBundle, size: int, pre: Preprocess, test_feats: TensorSpl
             torch.manual_seed(0)
             model = create_model(name, num_classes=10, in_chans=1, input_size=28)
             t0 = time.perf_counter()
-            fit(model, scratch, run_cfg(SCRATCH_EPOCHS[k], batch, 1e-3), verbose=False)
+            fit(model, scratch, cfg=run_cfg(SCRATCH_EPOCHS[k], batch, 1e-3), verbose=False)
             rows.append(row(method, k, time.perf_counter() - t0, image_acc(model, full.test, full.preprocess)))
         for head, method in (("linear", "(c) lite0 linear probe, cached"),
                              ("article", "(d) lite0 article head, cached")):
             tr.clear_memory_cache()
             model = lite0(head, size)
             t0 = time.perf_counter()
-            tr.train_transfer(model, big, run_cfg(HEAD_EPOCHS[k], batch, 1e-3, freeze_base=True), verbose=False)
+            transfer.train_transfer(model, big, run_cfg(HEAD_EPOCHS[k], batch, 1e-3, freeze_base=True), verbose=False)
             rows.append(row(method, k, time.perf_counter() - t0, feature_acc(model, test_feats, pre)))
         tr.clear_memory_cache()
         model = lite0("article", size)
         cfg = run_cfg(1, batch, 1e-3, unfreeze="all", head_epochs=HEAD_EPOCHS[k], finetune_epochs=FINETUNE_EPOCHS[k])
         t0 = time.perf_counter()
-        tr.train_transfer(model, big, cfg, verbose=False)
+        transfer.train_transfer(model, big, cfg, verbose=False)
         rows.append(row("(e) lite0 fine-tuned (d + unfreeze all)", k, time.perf_counter() - t0,
                         image_acc(model, test_rgb, pre)))
     return rows

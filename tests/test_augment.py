@@ -5,8 +5,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from daxiao.augment import (
-    PRESETS,
+from daxiao.config.augment import PRESETS
+from daxiao.data.augment import (
     AffineParams,
     AugmentConfig,
     BatchAugment,

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-import daxiao.compare as compare_mod
+import daxiao.compare.runner as compare_mod
 from daxiao.cli import main
-from daxiao.compare import compare, pareto_flags, split_models
+from daxiao.compare.runner import compare, pareto_flags
 from daxiao.config import RunConfig
+from daxiao.config.parsing import split_top_level as split_models
 from daxiao.errors import DaxiaoError
 
 TINY = (200, 60, 60)  # stratified train / val / test images of digits: seconds, not minutes

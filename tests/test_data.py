@@ -38,11 +38,11 @@ def test_tensor_loader_order_is_a_function_of_seed_and_epoch():
     def first_labels(seed, epoch):
         loader = TensorLoader(d.train, 32, d.preprocess, shuffle=True, seed=seed)
         loader.set_epoch(epoch)
-        return next(iter(loader))[1]
+        return next(iter(loader)).targets
 
     assert torch.equal(first_labels(0, 1), first_labels(0, 1))
     assert not torch.equal(first_labels(0, 1), first_labels(0, 2))
-    x, _ = next(iter(TensorLoader(d.train, 512, d.preprocess)))
+    x = next(iter(TensorLoader(d.train, 512, d.preprocess))).inputs
     assert x.dtype == torch.float32 and abs(x.mean().item()) < 0.1 and abs(x.std().item() - 1) < 0.1
 
 

@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 import daxiao
 from daxiao.cli import main
 from daxiao.config import RunConfig
-from daxiao.data import load_data
-from daxiao.distill import DistillLoss, distill, distill_adapter, load_teacher, teacher_data
+from daxiao.data import Batch, load_data
 from daxiao.errors import DaxiaoError
-from daxiao.runs import make_model
-from daxiao.trainer import prepare
+from daxiao.training.distill import Distillation, distill, distillation, load_teacher, teacher_data
+from daxiao.training.runs import make_model
+from daxiao.training.session import prepare
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +39,16 @@ def student_cfg(runs, name: str, **kw) -> RunConfig:
 def test_loss_is_hintons_formula():
     torch.manual_seed(0)
     s, t, y = torch.randn(6, 5), torch.randn(6, 5), torch.randint(0, 5, (6,))
-    loss = DistillLoss(torch.nn.CrossEntropyLoss(), alpha=0.7, temperature=3.0)
-    loss.teacher_logits = t
+    order = torch.tensor([4, 0, 2, 5, 1, 3])  # the batch's samples, looked up in the cache by index
+    cache = torch.zeros(6, 5).index_copy(0, order, t)
+    callback = Distillation(alpha=0.7, temperature=3.0, cache=cache)
+    batch = Batch(s, y, order)
     p_t, log_p_s = (t / 3).softmax(1), (s / 3).log_softmax(1)
     kl = (p_t * (p_t.log() - log_p_s)).sum(1).mean()
     expected = 0.7 * kl * 9 + 0.3 * F.cross_entropy(s, y)
-    assert torch.allclose(loss(s, y), expected, atol=1e-6)
-    assert loss.teacher_logits is None  # used once: the validation batches get the plain loss
-    assert torch.allclose(loss(s, y), F.cross_entropy(s, y))
+    assert torch.allclose(callback.on_train_loss(batch, s, F.cross_entropy(s, y)), expected, atol=1e-6)
+    plain = F.cross_entropy(s, y)
+    assert Distillation(alpha=0.0, temperature=3.0, cache=cache).on_train_loss(batch, s, plain) is plain
 
 
 def test_alpha_zero_is_plain_training(teacher, runs):
@@ -66,11 +68,13 @@ def test_cached_teacher_logits_give_the_same_loss_as_on_the_fly(teacher, runs):
     losses = {}
     for cache in (True, False):
         model = make_model(cfg, bundle)
-        s = distill_adapter(t_model, t_bundle, order, 0.5, 4.0, cache)(prepare(model, bundle, cfg))
-        assert (s.train_loader.cache is not None) == cache
+        s = prepare(model, bundle, cfg)
+        callback = distillation(t_model, bundle, t_bundle, order, 0.5, 4.0, cache)
+        assert (callback.cache is not None) == cache
         per_batch = []
-        for i, (x, y) in enumerate(s.train_loader):
-            per_batch.append(s.criterion(model(x), y).item())
+        for i, batch in enumerate(s.train_loader):
+            logits = model(batch.inputs)
+            per_batch.append(callback.on_train_loss(batch, logits, s.criterion(logits, batch.targets)).item())
             if i == 3:
                 break
         losses[cache] = per_batch

@@ -8,7 +8,7 @@ from torch import nn
 
 import daxiao
 from daxiao.errors import DaxiaoError
-from daxiao.profile import count_macs, count_params
+from daxiao.inference.profile import count_macs, count_params
 
 MODELS = daxiao.list_models()
 

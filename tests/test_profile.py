@@ -9,7 +9,7 @@ from torch import nn
 
 import daxiao
 from daxiao.cli import main
-from daxiao.profile import count_macs, count_params, peak_activation_bytes, profile_model, weights_bytes
+from daxiao.inference.profile import count_macs, count_params, peak_activation_bytes, profile_model, weights_bytes
 
 
 def test_seed_cnn_params_are_the_articles():

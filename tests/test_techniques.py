@@ -10,8 +10,8 @@ from daxiao.config import DataConfig, OptimConfig, RunConfig
 from daxiao.data import TensorLoader, TensorSplit, load_data
 from daxiao.data.preprocess import Preprocess
 from daxiao.errors import DaxiaoError
-from daxiao.losses import build_criterion, class_weights
-from daxiao.trainer import build_optimizer, build_scheduler
+from daxiao.training.losses import build_criterion, class_weights
+from daxiao.training.optim import build_optimizer, build_scheduler
 
 
 def logits_and_labels():
@@ -67,7 +67,7 @@ def test_balanced_sampling_draws_classes_evenly():
     labels = torch.tensor([0] * 900 + [1] * 100)
     split = TensorSplit(torch.zeros(1000, 1, 2, 2, dtype=torch.uint8), labels)
     loader = TensorLoader(split, 1000, Preprocess(2, 1), shuffle=True, balanced=True)
-    drawn = next(iter(loader))[1]
+    drawn = next(iter(loader)).targets
     assert 0.4 < drawn.float().mean().item() < 0.6  # class 1 is 10 % of the data, ~50 % of the draws
 
 
@@ -97,8 +97,8 @@ def test_weight_decay_skips_norms_and_biases():
 
 
 def test_lr_find_suggests_a_sensible_rate(tmp_path):
-    from daxiao.lr_find import lr_find
-    from daxiao.runs import build
+    from daxiao.training.lr_find import lr_find
+    from daxiao.training.runs import build
 
     cfg = RunConfig.from_dict({"batch_size": 64}).validate()
     model, bundle = build(cfg)

@@ -5,10 +5,13 @@ import torch
 from safetensors.torch import load_file
 
 import daxiao
-import daxiao.trainer as train_mod
-from daxiao.checkpoint import load_model, read_meta
+import daxiao.training.loop as train_mod
+import daxiao.training.precision as precision
 from daxiao.config import RunConfig
+from daxiao.data import load_data
 from daxiao.errors import DaxiaoError
+from daxiao.models.saved import load_model, read_meta
+from daxiao.training.session import prepare
 
 
 def digits_cfg(runs, name: str, **overrides) -> RunConfig:
@@ -69,9 +72,20 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(runs, monkeypatc
     assert resumed["history"][-1]["val_acc"] == straight["history"][-1]["val_acc"]
 
 
-def test_early_stopping(runs):
+def test_early_stopping_stops_at_best_plus_patience_and_keeps_the_best_weights(runs):
     r = daxiao.train(digits_cfg(runs, "es", epochs=30, lr=1e-7, patience=2), verbose=False)
-    assert len(r["history"]) < 30
+    accs = [h["val_acc"] for h in r["history"]]
+    assert len(accs) < 30 and len(accs) == r["best_epoch"] + 2  # exactly patience epochs past the best
+    assert accs[r["best_epoch"] - 1] == max(accs) == r["best_val_acc"]
+    assert accs.index(max(accs)) == r["best_epoch"] - 1  # the first epoch to reach the best
+    assert all(a <= max(accs) for a in accs[r["best_epoch"]:])  # a tie is no improvement (Keras: min_delta 0)
+    best = load_file(str(runs / "es" / "best.safetensors"))
+    assert read_meta(runs / "es" / "best.safetensors")["epoch"] == r["best_epoch"]
+    assert read_meta(runs / "es" / "last.safetensors")["epoch"] == len(accs)
+    state = r["model"].state_dict()
+    assert all(torch.equal(state[k].cpu(), best[k]) for k in best)  # fit ends holding the best epoch's weights
+    last = load_file(str(runs / "es" / "last.safetensors"))
+    assert any(not torch.equal(last[k], best[k]) for k in best if last[k].is_floating_point())
 
 
 def test_run_folder_is_never_overwritten(runs):
@@ -104,10 +118,26 @@ def test_image_folder_trains_and_reports_skipped(image_folder, runs, capsys):
     assert sum("error" in x for x in results) == 1  # notes.jpg, reported rather than fatal
 
 
-def test_precision_auto_measures_and_returns_a_choice():
+@pytest.mark.parametrize(("fp32_s", "bf16_s", "expected"), [(1.0, 0.80, True), (1.0, 0.90, False), (1.0, 2.0, False)])
+def test_precision_auto_keeps_bf16_only_when_it_is_15_percent_faster(monkeypatch, fp32_s, bf16_s, expected):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(precision, "median_seconds", lambda work: work())  # the "seconds" are what work returns
+    assert precision.choose_bf16("auto", cpu, lambda bf16: bf16_s if bf16 else fp32_s) is expected
+    assert precision.choose_bf16("fp32", cpu, lambda bf16: 1 / 0) is False  # a fixed choice times nothing
+    assert precision.choose_bf16("bf16", cpu, lambda bf16: 1 / 0) is True
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
+    assert precision.choose_bf16("auto", cpu, lambda bf16: 1 / 0) is False
+
+
+def test_precision_probe_leaves_the_model_and_random_stream_untouched():
     model = daxiao.create_model("seed-cnn", num_classes=10, in_chans=1, input_size=8)
-    loader = [(torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,)))]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    choice = train_mod.use_bf16("auto", model, loader, torch.nn.CrossEntropyLoss(), torch.device("cpu"))
-    assert isinstance(choice, bool)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # probing leaves it untouched
+    cfg = RunConfig.from_dict({"precision": "auto"}).validate()
+    bundle = load_data(cfg.data, 0)
+    torch.manual_seed(5)
+    prepare(model, bundle, cfg)
+    drawn = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(drawn, torch.rand(3))  # the probe ran inside a forked RNG
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -13,14 +13,16 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import daxiao
-import daxiao.transfer as transfer
+import daxiao.models.head as head_mod
+import daxiao.training.features as features
+import daxiao.training.transfer as transfer
 from daxiao.cli import main
 from daxiao.config import DataConfig, RunConfig
 from daxiao.data import DataBundle, TensorSplit, load_data
 from daxiao.data.preprocess import Preprocess
 from daxiao.errors import DaxiaoError
 from daxiao.models.pretrained import load_weights
-from daxiao.trainer import build_optimizer
+from daxiao.training.optim import build_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +78,14 @@ def test_pretrained_keeps_weights_for_grey_and_other_class_counts():
 # ---- the article's head ----------------------------------------------------------------------------------
 def test_article_head_and_linear_probe():
     model = lite0(head_dropout=0.3)
-    assert isinstance(model, transfer.TransferModel)
+    assert isinstance(model, head_mod.TransferModel)
     head = model.head
     assert [type(m).__name__ for m in head] == ["Linear", "ReLU", "Dropout", "Linear"]
     assert (head[0].in_features, head[0].out_features, head[2].p, head[3].out_features) == (1280, 1024, 0.3, 10)
     x = torch.randn(2, 3, 32, 32)
     model.eval()
     assert model(x).shape == (2, 10) and model.features(x).shape == (2, 1280)
-    assert torch.allclose(model(model.features(x)), model(x), atol=1e-5)  # features in, logits out
+    assert torch.allclose(model.classify(model.features(x)), model(x), atol=1e-5)  # features in, logits out
     probe = lite0(head="linear")
     assert [type(m).__name__ for m in probe.head] == ["Dropout", "Linear"]
 
@@ -113,8 +115,8 @@ def test_cached_features_train_the_same_head_as_the_frozen_base(digits32):
 def test_a_cached_head_is_saved_with_the_normalization_its_features_had(tmp_path):
     # Features must be extracted with the weights' mean/std (what the run folder records), even on a
     # fresh bundle whose statistics are still the data's own.
-    from daxiao.report import evaluate_model
-    from daxiao.runs import train
+    from daxiao.inference.report import evaluate_model
+    from daxiao.training.runs import train
 
     c = RunConfig.from_dict({"model": "efficientnet-lite0", "pretrained": True, "freeze_base": True, "head": "linear",
                              "image_size": 32, "epochs": 1, "lr": 0.01, "precision": "fp32", "project": str(tmp_path),
@@ -141,38 +143,38 @@ def test_unfreeze_last_block_fine_tunes_it_with_frozen_batchnorm_and_a_lower_rat
 
 def test_unfreeze_all_and_too_many_blocks(digits32):
     model = lite0()
-    assert transfer.unfreeze(model, "all") == sum(p.numel() for p in model.backbone.parameters())
+    assert head_mod.unfreeze(model, "all") == sum(p.numel() for p in model.backbone.parameters())
     with pytest.raises(DaxiaoError, match="only 17 blocks"):
-        transfer.unfreeze(model, "last-40")
+        head_mod.unfreeze(model, "last-40")
 
 
 # ---- the feature cache -----------------------------------------------------------------------------------
 def test_cache_key_follows_images_weights_and_preprocessing(digits32):
     model, split, pre = lite0(), digits32.train, digits32.preprocess
-    key = transfer.cache_key(model, split, pre, False)
-    assert key == transfer.cache_key(lite0(seed=1), split, pre, False)  # the head is not part of it
+    key = features.cache_key(model, split, pre, False)
+    assert key == features.cache_key(lite0(seed=1), split, pre, False)  # the head is not part of it
     changed = TensorSplit(split.images.clone(), split.labels)
     changed.images[0, 0, 0, 0] ^= 1
-    assert transfer.cache_key(model, changed, pre, False) != key
-    assert transfer.cache_key(model, split, Preprocess(32, 3, "squash", (0.4,) * 3, (0.5,) * 3), False) != key
-    assert transfer.cache_key(model, split, pre, True) != key
+    assert features.cache_key(model, changed, pre, False) != key
+    assert features.cache_key(model, split, Preprocess(32, 3, "squash", (0.4,) * 3, (0.5,) * 3), False) != key
+    assert features.cache_key(model, split, pre, True) != key
     with torch.no_grad():
         model.backbone.bn2.running_mean += 0.01
-    assert transfer.cache_key(model, split, pre, False) != key
+    assert features.cache_key(model, split, pre, False) != key
 
 
 def test_disk_cache_is_reused_and_refreshed(digits32, tmp_path, monkeypatch):
     calls = []
-    real = transfer.extract_features
-    monkeypatch.setattr(transfer, "extract_features", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(transfer, "_MEMORY", type(transfer._MEMORY)())  # no help from the memory cache
+    real = features.extract_features
+    monkeypatch.setattr(features, "extract_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(features, "_MEMORY", type(features._MEMORY)())  # no help from the memory cache
     model, split = lite0(), TensorSplit(digits32.train.images[:40].clone(), digits32.train.labels[:40])
-    first = transfer.cached_features(model, split, digits32.preprocess, "disk", tmp_path, verbose=False)
-    transfer._MEMORY.clear()
-    again = transfer.cached_features(model, split, digits32.preprocess, "disk", tmp_path, verbose=False)
+    first = features.cached_features(model, split, digits32.preprocess, "disk", tmp_path, verbose=False)
+    features._MEMORY.clear()
+    again = features.cached_features(model, split, digits32.preprocess, "disk", tmp_path, verbose=False)
     assert len(calls) == 1 and torch.equal(first, again) and len(list(tmp_path.glob("*.safetensors"))) == 1
     split.images[0] = 255 - split.images[0]  # a changed input is a new key
-    transfer.cached_features(model, split, digits32.preprocess, "disk", tmp_path, verbose=False)
+    features.cached_features(model, split, digits32.preprocess, "disk", tmp_path, verbose=False)
     assert len(calls) == 2 and len(list(tmp_path.glob("*.safetensors"))) == 2
 
 
@@ -180,10 +182,10 @@ def test_unwritable_cache_dir_is_one_clear_error(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     with pytest.raises(DaxiaoError, match="Cannot create the feature cache directory .* --cache-dir"):
-        transfer.writable_cache_dir(blocker / "cache")
-    monkeypatch.setattr(transfer.os, "access", lambda *a: False)  # root ignores chmod; a read-only mount does not
+        features.writable_cache_dir(blocker / "cache")
+    monkeypatch.setattr(features.os, "access", lambda *a: False)  # root ignores chmod; a read-only mount does not
     with pytest.raises(DaxiaoError, match="is read-only; pass --cache-dir DIR somewhere writable"):
-        transfer.writable_cache_dir(tmp_path)
+        features.writable_cache_dir(tmp_path)
 
 
 # ---- --weights FILE --------------------------------------------------------------------------------------
@@ -225,7 +227,7 @@ def test_cli_article_recipe_writes_a_usable_run(tmp_path, capsys):
     assert main(argv) == 0
     assert "features of 1437 images ready" in capsys.readouterr().err
     model, meta = daxiao.load_model(tmp_path / "lite")
-    assert isinstance(model, transfer.TransferModel) and meta["preprocess"]["channels"] == 3
+    assert isinstance(model, head_mod.TransferModel) and meta["preprocess"]["channels"] == 3
     assert meta["preprocess"]["mean"] == [0.5, 0.5, 0.5]  # the weights' normalization, not the data's
     assert daxiao.evaluate(tmp_path / "lite")["acc"] > 0.5
 

@@ -2,19 +2,49 @@
 
     >>> import daxiao
     >>> model = daxiao.create_model("seed-cnn", num_classes=10, in_chans=1, input_size=8)
-    >>> daxiao.fit(model, "digits", epochs=5, optimizer="adam")
+    >>> history = daxiao.fit(model, x_train, y_train, epochs=5, validation_split=0.1)
+    >>> history.history["val_accuracy"]
+
+The names below are imported on first use (PEP 562), so `import daxiao` loads neither torch's training
+stack nor matplotlib, and changes no global setting.
 """
 
-from .checkpoint import load_model
-from .config import RunConfig
-from .data import load_data
-from .errors import DaxiaoError
-from .predict import predict
-from .registry import create_model, list_models, register_model
-from .report import evaluate_model as evaluate
-from .runs import train
-from .trainer import fit
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["DaxiaoError", "RunConfig", "create_model", "evaluate", "fit", "list_models", "load_data", "load_model",
-           "predict", "register_model", "train"]
+
+_PUBLIC = {
+    "Callback": "daxiao.training.callbacks",
+    "DaxiaoError": "daxiao.errors",
+    "EarlyStopping": "daxiao.training.callbacks",
+    "History": "daxiao.training.callbacks",
+    "LambdaCallback": "daxiao.training.callbacks",
+    "RunConfig": "daxiao.config",
+    "create_model": "daxiao.models",
+    "evaluate": ("daxiao.inference.report", "evaluate_model"),
+    "fit": "daxiao.training.fit",
+    "list_models": "daxiao.models",
+    "load_data": "daxiao.data",
+    "load_model": "daxiao.models.saved",
+    "load_run": "daxiao.models.saved",
+    "predict": "daxiao.inference.predict",
+    "register_model": "daxiao.models",
+    "train": "daxiao.training.runs",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    target = _PUBLIC.get(name)
+    if target is None:
+        raise AttributeError(f"module 'daxiao' has no attribute {name!r}")
+    module, attr = target if isinstance(target, tuple) else (target, name)
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]

@@ -10,20 +10,16 @@ import argparse
 import json
 import sys
 
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from .config import add_config_flags, config_from_args
+from .console import console as err
+from .console import escape, out
 from .errors import DaxiaoError
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-wide = Console(width=None if sys.stdout.isatty() else 160)  # wide tables whole in logs and pipes
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .runs import train
+    from .training.runs import train
 
     cfg = config_from_args(args)
     result = train(cfg)
@@ -33,8 +29,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from .lr_find import lr_find
-    from .runs import build
+    from .training.lr_find import lr_find
+    from .training.runs import build
 
     cfg = config_from_args(args).validate()
     model, bundle = build(cfg)
@@ -46,8 +42,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 def cmd_augment_preview(args: argparse.Namespace) -> int:
     import torch
 
-    from .augment import parse_augment, preview_grid
     from .data import TensorSplit, load_data
+    from .data.augment import parse_augment, preview_grid
     from .data.folder import ImageFiles
 
     cfg = config_from_args(args).validate()
@@ -68,8 +64,8 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .checkpoint import resolve_weights
-    from .report import evaluate_model
+    from .inference.report import evaluate_model
+    from .models.saved import resolve_weights
 
     weights = resolve_weights(args.weights)
     out_dir = args.out or (weights.parent / f"eval-{args.split}" if Path(args.weights).is_dir() else None)
@@ -91,7 +87,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict
+    from .inference.predict import predict
 
     results = predict(args.weights, args.images, top_k=args.top_k)
     if args.json:
@@ -122,7 +118,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .transfer import embed
+    from .inference.embed import embed
 
     r = embed(args.source, args.data, args.out, args.split, args.image_size, args.data_dir, args.batch_size,
               args.workers)
@@ -132,8 +128,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .profile import count_macs, count_params, human
-    from .registry import create_model, list_models, model_info
+    from .inference.profile import count_macs, count_params, human
+    from .models import create_model, list_models, model_info
 
     names = sorted(list_models(), key=lambda n: (model_info(n).size != "small", n))
     table = Table(title=f"daxiao models at {args.in_chans}x{args.input_size}x{args.input_size}, 1000 classes "
@@ -163,7 +159,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from .profile import human, human_bytes, load_for_profile, profile_model
+    from .inference.profile import human, human_bytes, load_for_profile, profile_model
 
     model, size, chans, label = load_for_profile(args.source, args.input_size, args.in_chans, args.num_classes)
     r = profile_model(model, size, chans, repeats=args.repeats)
@@ -190,7 +186,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                 (f"throughput, batch {t['batch']}, {t['threads']} threads",
                  f"{t['images_per_s']:,.0f} img/s (IQR {t['q1']:,.0f}-{t['q3']:,.0f})", f"median of {t['runs']}")]:
         table.add_row(*row)
-    wide.print(table)
+    out.print(table)
     out.print("ONNX numbers: not yet (no exported model until the export issue lands).")
     return 0
 
@@ -203,15 +199,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     r = compare(cfg, args.models, budget_minutes=args.budget_minutes, repeats=args.repeats,
                 limits=(args.train_images, args.val_images, args.test_images))
-    wide.print(compare_table(r["rows"], r["recipe"]))
+    out.print(compare_table(r["rows"], r["recipe"]))
     for f in r["files"].values():
         out.print(f"wrote {f}")
     return 0
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from .checkpoint import read_meta, resolve_weights
-    from .distill import distill
+    from .models.saved import read_meta, resolve_weights
+    from .training.distill import distill
 
     if args.data is None and not args.config:  # the data the teacher was trained on
         data = read_meta(resolve_weights(args.teacher)).get("config", {}).get("data", {})
@@ -230,7 +226,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = RunConfig.from_dict({"project": args.project, "name": "compare-digits", "exist_ok": True,
                                "image_size": args.image_size})
     r = compare(cfg, args.models, epochs=args.epochs, repeats=10)
-    wide.print(compare_table(r["rows"], r["recipe"]))
+    out.print(compare_table(r["rows"], r["recipe"]))
     out.print(f"report: [bold]{r['files']['report']}[/] (with pareto.png, curves.png, compare.csv and compare.json "
               f"beside it)")
     return 0

@@ -6,7 +6,7 @@
 `model` (or Keras' `build_fn`) is a zoo name or a function that returns an `nn.Module` giving logits; the
 function receives the keyword arguments it names (the article's ``create_model(optimizer, activation)``),
 and any keyword the estimator does not know is passed on to it. Training is daxiao's: the same
-`trainer.prepare` session `fit` and `tune` use, for `epochs` epochs on everything given, scoring the final
+`daxiao.fit` loop `tune` uses, for `epochs` epochs on everything given, scoring the final
 model (Keras' fit without validation). Images are arrays shaped (N, H, W), (N, H, W, C) as Keras has them,
 (N, C, H, W), or (N, H*W) for square greyscale images (scikit-learn's ``load_digits().data``).
 """
@@ -14,7 +14,6 @@ model (Keras' fit without validation). Images are arrays shaped (N, H, W), (N, H
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -23,39 +22,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .config import RunConfig
-from .data import DataBundle, Preprocess, TensorSplit
+from .data import DataBundle, Preprocess, TensorSplit, to_uint8_images
 from .errors import DaxiaoError
-from .registry import create_model
-from .trainer import console, prepare
-
-
-def to_uint8_images(X, scale: tuple[float, float] | None = None) -> tuple[torch.Tensor, tuple[float, float]]:
-    """An array of images in any of the layouts above -> uint8 (N, C, H, W), and the (low, high) range
-    mapped onto 0..255 (taken from X unless given: predict reuses the range fit saw)."""
-    x = np.asarray(X)
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise DaxiaoError(f"X must be a numeric array of images (received dtype {x.dtype}).")
-    if x.ndim == 2:
-        side = math.isqrt(x.shape[1])
-        if side * side != x.shape[1]:
-            raise DaxiaoError(f"X has {x.shape[1]} features per row, not a square number: pass images shaped "
-                              "(N, H, W) or (N, H, W, C).")
-        x = x.reshape(len(x), side, side)
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3):  # Keras' channels-last
-        x = x.transpose(0, 3, 1, 2)
-    elif not (x.ndim == 4 and x.shape[1] in (1, 3)):
-        raise DaxiaoError(f"X must be images shaped (N, H, W), (N, H, W, C) or (N, C, H, W) with 1 or 3 channels "
-                          f"(received shape {np.shape(X)}).")
-    if x.shape[2] != x.shape[3]:
-        raise DaxiaoError(f"ImageClassifier takes square images (received {x.shape[2]}x{x.shape[3]}); resize them "
-                          "first.")
-    if scale is None:
-        scale = (0.0, 255.0) if x.dtype == np.uint8 else (float(x.min()), float(x.max()))
-    lo, hi = scale
-    u8 = np.clip(np.rint((x.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1e-12))), 0, 255).astype(np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(u8)), scale
+from .models import create_model
+from .training.callbacks import Callback
+from .training.fit import fit
 
 
 class ImageClassifier(ClassifierMixin, BaseEstimator):
@@ -151,17 +122,13 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
         mean, std = x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).clamp_min(1e-3).tolist()
         self.preprocess_ = Preprocess(images.shape[-1], images.shape[1], "squash", tuple(mean), tuple(std))
         train = TensorSplit(images, torch.as_tensor(labels, dtype=torch.long))
-        bundle = DataBundle(train, train, None, [str(c) for c in self.classes_], self.preprocess_, "array")
+        bundle = DataBundle(train, None, None, [str(c) for c in self.classes_], self.preprocess_, "array")
         torch.manual_seed(self.seed)
         net = self._build(len(self.classes_), images.shape[1], images.shape[-1])
-        session = prepare(net, bundle, cfg, with_val=False)
-        self.threads_used_ = torch.get_num_threads()
-        self.history_ = []
-        for epoch in range(cfg.train.epochs):
-            r = session.train_epoch(epoch)
-            self.history_.append({"loss": r["loss"], "accuracy": r["acc"]})
-            if self.verbose:
-                console.print(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {r['loss']:.4f}  accuracy {r['acc']:.4f}")
+        threads = _ThreadsSeen()
+        history = fit(net, bundle, cfg=cfg, verbose=bool(self.verbose), callbacks=[threads])
+        self.threads_used_ = threads.n
+        self.history_ = [{"loss": r["train_loss"], "accuracy": r["train_acc"]} for r in history["history"]]
         self.model_ = net.eval()
         return self
 
@@ -185,3 +152,12 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+class _ThreadsSeen(Callback):
+    """The torch threads training ran with (joblib's workers each get cores / n_jobs)."""
+
+    n = 0
+
+    def on_train_begin(self, logs=None):
+        self.n = torch.get_num_threads()

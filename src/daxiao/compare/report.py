@@ -10,18 +10,15 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .profile import human, human_bytes  # noqa: E402
+from ..inference.profile import human, human_bytes
+from ..plots import new_figure
 
 
 def plot_pareto(rows: list[dict], path: str | Path, title: str = "") -> Path:
     """Test accuracy against batch-1 one-thread latency (log scale, IQR as error bars), bubble area
     proportional to parameters, every point labelled, and the Pareto frontier drawn as a step line."""
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig = new_figure(8, 5.5)
+    ax = fig.add_subplot()
     biggest = max(r["params"] for r in rows)
     for r, (dx, dy, align) in zip(rows, _label_places(rows), strict=True):
         colour = "tab:red" if r.get("pareto") else "tab:blue"
@@ -45,7 +42,6 @@ def plot_pareto(rows: list[dict], path: str | Path, title: str = "") -> Path:
     ax.margins(x=0.25, y=0.15)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 
@@ -63,7 +59,8 @@ def _label_places(rows: list[dict]) -> list[tuple[int, int, str]]:
 def plot_curves(rows: list[dict], path: str | Path) -> Path:
     """Every model's validation accuracy and training loss against its training time (epochs differ under a
     time budget; time is the common axis), one line per model."""
-    fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = new_figure(11, 4.2)
+    acc, loss = fig.subplots(1, 2)
     for r in rows:
         h = r.get("history") or []
         if not h:
@@ -79,7 +76,6 @@ def plot_curves(rows: list[dict], path: str | Path) -> Path:
     acc.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 

@@ -124,7 +124,7 @@ def check_files(paths: list[Path], labels: list[int], classes: list[str], where:
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Decodes and preprocesses one file per item -> (uint8 C,H,W tensor, label); None if it fails.
+    """Decodes and preprocesses one file per item -> (uint8 C,H,W tensor, label, index); None if it fails.
     Augmentation happens later, on whole batches (daxiao.augment), exactly as for in-memory sets."""
 
     def __init__(self, paths: list[Path], labels: list[int], preprocess: Preprocess):
@@ -140,11 +140,5 @@ class ImageFiles(torch.utils.data.Dataset):
                 x = self.preprocess.pil_to_uint8(im)
         except Exception:  # changed on disk since the check: drop it from the batch, don't end the epoch
             return None
-        return x, self.labels[i]
+        return x, self.labels[i], i
 
-
-def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
-    batch = [b for b in batch if b is not None]
-    if not batch:
-        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
-    return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch], dtype=torch.long)

@@ -1,3 +1,9 @@
-"""The model zoo. Importing a family module registers its models (see `daxiao.registry`)."""
+"""The model zoo: a registry, one file per family, the transfer head, and saved weights.
 
-from . import mobilenet_v1, seed_cnn, squeezenet, timm_zoo  # noqa: F401
+`daxiao.models.factory` imports each family file, which registers its models (see `registry`).
+"""
+
+from .factory import create_model, list_models, model_info
+from .registry import ModelInfo, register_model
+
+__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]

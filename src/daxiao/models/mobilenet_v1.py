@@ -14,8 +14,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..registry import register_model
 from .layers import LinearClassifier, is_small, linear_or_identity, make_act, scratch_cfg
+from .registry import register_model
 
 
 class Block(NamedTuple):

@@ -1,43 +1,44 @@
-"""Weights as safetensors with their description inside (and beside, as JSON), never pickle.
+"""Saved models: safetensors with their description inside (and beside, as JSON), never pickle.
 
 A weights file carries, in its safetensors metadata under ``daxiao``, everything needed to rebuild and
 use the model: registry name and arguments, class names, preprocessing. A copied ``best.safetensors``
-therefore works on its own. Resumable training state (optimizer, scheduler, RNG, epoch) goes in
-``last.state.safetensors``.
+therefore works on its own. `load_run` is the one way back from a file or run folder to a model: every
+reader (evaluate, predict, profile, compare, distill, embed, export, serve) goes through it. Resumable
+training state (optimizer, scheduler, RNG) is the training layer's (`daxiao.training.checkpoint`).
 """
 
 from __future__ import annotations
 
 import json
-import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
 from torch import nn
 
-from .data.preprocess import Preprocess
-from .errors import DaxiaoError
-from .registry import create_model
+from ..config import RunConfig
+from ..data.preprocess import Preprocess
+from ..errors import DaxiaoError
+from ..files import atomic_write, atomic_write_json
+from .factory import create_model
 
 FORMAT = "daxiao/1"
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> None:
-    """Write next to the target and rename, so an interrupted save never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={"daxiao": json.dumps(meta)})
-    os.replace(tmp, path)
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict) -> None:
+    """Tensors plus `meta` (under ``daxiao``) as one safetensors file, written atomically."""
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"daxiao": json.dumps(meta)})
+    atomic_write(path, data)
 
 
 def save_weights(model: nn.Module, path: str | Path, meta: dict) -> None:
     """Save `model`'s weights with `meta` (see `model_meta`) inside, and `meta` as `<path>.json` beside."""
     path = Path(path)
     state = model.state_dict()
-    _atomic_save(state, path, {"format": FORMAT, **meta})
-    path.with_suffix(".json").write_text(json.dumps({"format": FORMAT, **meta}, indent=2))
+    save_tensors(state, path, {"format": FORMAT, **meta})
+    atomic_write_json(path.with_suffix(".json"), {"format": FORMAT, **meta})
 
 
 def model_meta(model: nn.Module, classes: list[str], preprocess: Preprocess, **extra) -> dict:
@@ -58,8 +59,6 @@ def read_meta(path: str | Path) -> dict:
     if path.suffix != ".safetensors":
         raise DaxiaoError(f"{path} is not a .safetensors file; daxiao weights are <run>/best.safetensors.")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
@@ -70,11 +69,38 @@ def read_meta(path: str | Path) -> dict:
     return json.loads(meta["daxiao"])
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict]:
-    """Rebuild the model described in a daxiao weights file (or a run folder's best weights).
+@dataclass
+class LoadedRun:
+    """A trained model and everything needed to use it, read from one weights file."""
 
-    Returns:
-        (model in eval mode, meta) where meta holds ``classes`` and ``preprocess``.
+    model: nn.Module               # in eval mode, on the CPU
+    preprocess: Preprocess         # exactly what training applied
+    classes: list[str]
+    meta: dict                     # the file's whole description (model, model_args, epoch, val_acc ...)
+    path: Path                     # the weights file read
+    config: RunConfig | None = field(default=None)  # the run's resolved config, where the file carries it
+
+    @property
+    def name(self) -> str:
+        return self.meta["model"]
+
+    @property
+    def data(self) -> str | None:
+        """The data the model was trained on, as the run's config names it."""
+        return self.config.data.data if self.config else None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        p = self.preprocess
+        return (p.channels, p.image_size, p.image_size)
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """Rebuild the model in a daxiao weights file, or in a run folder's best (else last) weights.
+
+    Example:
+        >>> run = load_run("runs/seed-cnn-digits")
+        >>> run.model(run.preprocess.normalize(images)).argmax(1)
     """
     path = resolve_weights(path)
     meta = read_meta(path)
@@ -83,7 +109,14 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
         model.load_state_dict(load_file(str(path)))
     except (RuntimeError, SafetensorError) as e:
         raise DaxiaoError(f"{path} does not match model {meta['model']!r}: {str(e).splitlines()[0][:160]}") from None
-    return model.eval(), meta
+    config = RunConfig.from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else None
+    return LoadedRun(model.eval(), Preprocess(**meta["preprocess"]), list(meta["classes"]), meta, path, config)
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """(model in eval mode, meta): `load_run` for callers that want the two parts."""
+    run = load_run(path)
+    return run.model, run.meta
 
 
 def resolve_weights(path: str | Path) -> Path:
@@ -97,39 +130,3 @@ def resolve_weights(path: str | Path) -> Path:
     if not p.exists():
         raise DaxiaoError(f"No such run folder or weights file: {p}.")
     return p
-
-
-# ---- resumable training state --------------------------------------------------------------------
-def save_train_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler, state: dict) -> None:
-    """Optimizer tensors + torch RNG as tensors; param groups, scheduler and loop state as JSON."""
-    opt = optimizer.state_dict()
-    tensors = {"rng/torch": torch.get_rng_state()}
-    scalars: dict[str, dict] = {}
-    for idx, s in opt["state"].items():
-        for k, v in s.items():
-            if torch.is_tensor(v):
-                tensors[f"opt/{idx}/{k}"] = v
-            else:
-                scalars.setdefault(str(idx), {})[k] = v
-    meta = {"param_groups": opt["param_groups"], "opt_scalars": scalars,
-            "scheduler": scheduler.state_dict(), **state}
-    _atomic_save(tensors, Path(path), meta)
-
-
-def load_train_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise DaxiaoError(f"Cannot resume: {path} is missing (the run never finished an epoch).")
-    tensors = load_file(str(path))
-    meta = read_meta(path)
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        if key.startswith("opt/"):
-            _, idx, name = key.split("/", 2)
-            state.setdefault(int(idx), {})[name] = v
-    for idx, s in meta["opt_scalars"].items():
-        state.setdefault(int(idx), {}).update(s)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    scheduler.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(tensors["rng/torch"])
-    return meta

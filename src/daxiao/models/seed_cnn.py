@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..registry import register_model
 from .layers import MONOTONE, LinearClassifier, linear_or_identity, make_act, scratch_cfg
+from .registry import register_model
 
 
 class SeedCNN(LinearClassifier, nn.Module):

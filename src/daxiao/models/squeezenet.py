@@ -14,8 +14,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import adapt_input_conv
 from torch import nn
 
-from ..registry import register_model
 from .layers import hub_download, is_small, scratch_cfg
+from .registry import register_model
 
 
 class SqueezeNet(nn.Module):

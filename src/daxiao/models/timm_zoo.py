@@ -14,9 +14,9 @@ import timm
 from torch import nn
 
 from ..errors import DaxiaoError, did_you_mean
-from ..registry import register_model
 from .layers import hub_download, is_small, scratch_cfg
 from .pretrained import OFFLINE, load_offline
+from .registry import register_model
 
 
 def small_stem(model: nn.Module) -> None:

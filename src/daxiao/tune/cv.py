@@ -20,10 +20,12 @@ from ..config import DataConfig, RunConfig
 from ..data import DataBundle, FileSplit, Split, TensorSplit, load_data
 from ..data.folder import FileList
 from ..errors import DaxiaoError
-from ..registry import model_info
-from ..runs import data_config, make_model
-from ..trainer import prepare
-from ..transfer import TransferModel, freeze_base
+from ..models import model_info
+from ..models.head import TransferModel, freeze_base
+from ..training.callbacks import CallbackList
+from ..training.loop import run_epoch
+from ..training.runs import data_config, make_model
+from ..training.session import prepare
 
 
 def cv_folds(labels: torch.Tensor | np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -36,14 +38,6 @@ def cv_folds(labels: torch.Tensor | np.ndarray, k: int, seed: int) -> list[tuple
         raise DaxiaoError(f"--cv {k} needs at least {k} images of every class, but the smallest class has "
                           f"{smallest}; use --cv {max(2, smallest)} or fewer folds, or --cv 0 for a hold-out split.")
     return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
-
-
-def subset(split: Split, idx: np.ndarray) -> Split:
-    if isinstance(split, TensorSplit):
-        t = torch.as_tensor(idx, dtype=torch.long)
-        return TensorSplit(split.images[t], split.labels[t])
-    f = split.files
-    return FileSplit(FileList([f.paths[i] for i in idx], [f.labels[i] for i in idx], f.classes, f.grey))
 
 
 def pooled(bundle: DataBundle) -> Split:
@@ -77,7 +71,7 @@ class FoldCache:
         pool = pooled(bundle)
         out = []
         for tr, va in cv_folds(pool.targets, self.k, seed):
-            out.append(DataBundle(subset(pool, tr), subset(pool, va), None, bundle.classes, bundle.preprocess,
+            out.append(DataBundle(pool.take(tr), pool.take(va), None, bundle.classes, bundle.preprocess,
                                   bundle.source))
         return out
 
@@ -102,6 +96,7 @@ def cross_validate(cfg: RunConfig, folds: list[DataBundle],
     """
     t0 = time.perf_counter()
     sessions = [prepare(_model(cfg, fb), fb, cfg) for fb in folds]
+    loops = [CallbackList([], s) for s in sessions]  # the folds run the epochs `fit` runs, in step
     curve: list[float] = []
     accs: list[float] = []
 
@@ -113,9 +108,8 @@ def cross_validate(cfg: RunConfig, folds: list[DataBundle],
     try:
         for epoch in range(cfg.train.epochs):
             accs = []
-            for s in sessions:
-                s.train_epoch(epoch)
-                accs.append(s.evaluate()["acc"])
+            for s, cbs in zip(sessions, loops, strict=True):
+                accs.append(run_epoch(s, epoch, cbs)["val_accuracy"])
             curve.append(float(np.mean(accs)))
             if report is not None:
                 report(epoch + 1, curve[-1])

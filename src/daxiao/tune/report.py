@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 import warnings
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
-from rich.console import Console
 from rich.table import Table
 
 from ..config import RunConfig, save_yaml
+from ..console import console
 from .space import Param, apply_params
 
 # Leaderboards are wide: in a log file (not a terminal) give them room rather than wrapping every cell.
-console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 CSV_FIELDS = ["trial", "state", "cv_acc", "cv_std", "epochs_run", "fold_epochs", "seconds", "fold_acc", "rss_mb",
               "rerun_of", "duplicate_of", "error"]
 
@@ -68,10 +66,7 @@ def leaderboard(rows: list[dict], space: dict[str, Param], title: str, top: int 
 def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
     """Optimization history, parameter importances and parallel coordinates (Optuna's matplotlib plots).
     A plot that needs more finished trials than there are is skipped, with the reason."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # Optuna draws through pyplot; it falls back to Agg without a display
     from optuna.visualization import matplotlib as ovm
 
     written = []

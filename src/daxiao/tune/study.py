@@ -19,14 +19,14 @@ from pathlib import Path
 import optuna
 import yaml
 from optuna.trial import TrialState
-from rich.console import Console
 
 from ..config import RunConfig
+from ..console import console
 from ..errors import DaxiaoError, check_choice
+from ..files import check_new_folder, next_free
 from .cv import FoldCache, cross_validate
 from .space import Param, apply_params, check_space, grid_size, parse_space
 
-console = Console(stderr=True, soft_wrap=True)
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("median", "halving", "hyperband", "none")
 
@@ -274,18 +274,12 @@ def study_folder(base: RunConfig, resume: bool) -> Path:
     project = Path(base.project)
     data = Path(base.data.data.rstrip("/")).stem
     if base.name is None and not resume:
-        folder, n = project / f"tune-{data}", 1
-        while folder.exists():
-            n += 1
-            folder = project / f"tune-{data}-{n}"
-        return folder
+        return next_free(project, f"tune-{data}")
     folder = project / (base.name or f"tune-{data}")
     if resume and not (folder / "tune.yaml").is_file():
         raise DaxiaoError(f"--resume: no study to resume at {folder} (no tune.yaml); pass --name of a study folder.")
-    if not resume and folder.exists() and any(folder.iterdir()) and not base.exist_ok:
-        raise DaxiaoError(f"Study folder {folder} exists; choose another --name, --resume to continue it, or "
-                          "--exist-ok to start a new study there.")
-    return folder
+    return check_new_folder(folder, resume or base.exist_ok, "Study folder",
+                            "choose another --name, --resume to continue it, or --exist-ok to start a new study there")
 
 
 def tune(base: RunConfig, settings: TuneSettings, verbose: bool = True) -> dict:

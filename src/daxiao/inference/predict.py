@@ -7,10 +7,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .checkpoint import load_model
-from .data.folder import is_image
-from .data.preprocess import Preprocess
-from .errors import DaxiaoError
+from ..data.folder import is_image
+from ..errors import DaxiaoError
+from ..models.saved import load_run
 
 
 def collect_images(inputs: list[str | Path]) -> list[Path]:
@@ -40,9 +39,8 @@ def predict(weights: str | Path, images: list[str | Path], top_k: int = 5, batch
     Example:
         >>> predict("runs/seed-cnn-digits", ["my_digit.png"], top_k=3)
     """
-    model, meta = load_model(weights)
-    pre = Preprocess(**meta["preprocess"])
-    classes = meta["classes"]
+    run = load_run(weights)
+    model, pre, classes = run.model, run.preprocess, run.classes
     k = min(top_k, len(classes))
     results: list[dict] = []
     batch: list[tuple[int, torch.Tensor]] = []

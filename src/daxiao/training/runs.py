@@ -13,14 +13,17 @@ from pathlib import Path
 
 import torch
 
-from .config import DataConfig, RunConfig, apply_overrides, load_yaml
-from .data import DataBundle, load_data
-from .errors import DaxiaoError
-from .models.pretrained import load_weights, weights_input_size
-from .profile import count_params
-from .registry import create_model, model_info
-from .trainer import console, fit
-from .transfer import TransferModel, head_kwargs, train_transfer
+from ..config import DataConfig, RunConfig, apply_overrides, load_yaml
+from ..console import console
+from ..data import DataBundle, load_data
+from ..errors import DaxiaoError
+from ..files import check_new_folder, next_free
+from ..models import create_model, model_info
+from ..models.head import TransferModel, head_kwargs
+from ..models.pretrained import load_weights, weights_input_size
+from .callbacks import Callback
+from .fit import fit
+from .transfer import train_transfer
 
 
 def default_name(cfg: RunConfig) -> str:
@@ -38,17 +41,8 @@ def run_folder(cfg: RunConfig) -> Path:
                               "pass --name of an existing run folder.")
         return run
     if cfg.name is None:
-        base, n = default_name(cfg), 1
-        run = project / base
-        while run.exists():
-            n += 1
-            run = project / f"{base}-{n}"
-        return run
-    run = project / cfg.name
-    if run.exists() and any(run.iterdir()) and not cfg.exist_ok:
-        raise DaxiaoError(f"Run folder {run} exists; choose another --name, or pass --exist-ok to replace its "
-                          "files, or --resume to continue it.")
-    return run
+        return next_free(project, default_name(cfg))
+    return check_new_folder(project / cfg.name, cfg.exist_ok)
 
 
 def build(cfg: RunConfig) -> tuple[torch.nn.Module, DataBundle]:
@@ -88,10 +82,11 @@ def _summary(report: dict[str, list[str]]) -> str:
     return "; ".join(parts) if parts else "every tensor matched"
 
 
-def train(cfg: RunConfig, verbose: bool = True, bundle: DataBundle | None = None, **fit_kwargs) -> dict:
+def train(cfg: RunConfig, verbose: bool = True, bundle: DataBundle | None = None,
+          callbacks: list[Callback] | None = None) -> dict:
     """The `daxiao train` job. With ``resume`` the run's own config.yaml is the base and `cfg`'s epochs
     (if larger) extends it. `bundle`: data already loaded for this config (compare loads it once for
-    every model); `fit_kwargs` go to `fit` (distill's ``adapt``)."""
+    every model); `callbacks` join the loop (distillation's teacher)."""
     cfg.validate()
     run = run_folder(cfg)
     if cfg.resume:
@@ -103,7 +98,5 @@ def train(cfg: RunConfig, verbose: bool = True, bundle: DataBundle | None = None
     if isinstance(model, TransferModel) and (cfg.model.freeze_base or cfg.model.unfreeze):
         result = train_transfer(model, bundle, cfg, run_dir=run, verbose=verbose)
     else:
-        result = fit(model, bundle, cfg, run_dir=run, verbose=verbose, **fit_kwargs)
-    result["params"] = count_params(model)
-    result["model"] = model
-    return result
+        result = dict(fit(model, bundle, cfg=cfg, run_dir=run, verbose=verbose, callbacks=callbacks))
+    return {**result, "params": sum(p.numel() for p in model.parameters()), "model": model}

@@ -5,20 +5,17 @@
 
 T^2 keeps the soft term's gradients on the scale of the hard term's as T changes (the paper, section 2).
 
-How it fits the one training loop: `fit` runs unchanged, with two parts of its `Session` swapped (`adapt`):
-    criterion      `DistillLoss`, the usual loss plus the KL term on the teacher's logits for the batch
-    train loader   `TeacherFeed`, which yields the same (images, labels) batches as before and, just before
-                   each one, hands the criterion the teacher's logits for exactly those images
-The trainer's contract, (images, labels) in and a loss out, stays as it is, so accuracy, progress,
-augmentation (Mixup's soft labels too), schedules and checkpoints all behave as in `daxiao train`.
-Validation batches come from the untouched val loader and get no teacher logits, so the val loss is the
-student's own loss, comparable with a plain run's.
+How it fits the one training loop: `fit` runs unchanged, with one callback, `Distillation`, whose
+`on_train_loss` hook turns each training batch's usual loss into the loss above, with the teacher's
+logits for exactly that batch's samples (`Batch.index`). Accuracy, progress, augmentation (Mixup's soft
+labels too), schedules and checkpoints all behave as in `daxiao train`. Validation never calls the hook,
+so the val loss is the student's own loss, comparable with a plain run's.
 
 Teacher logits come from one of two places:
     cached       no augmentation and an in-memory data set: every epoch shows the teacher the same
                  pixels, so its logits for each training image are computed once, with its own
-                 preprocessing (size, channels, normalization), and looked up by the loader's
-                 `batch_index` (which samples the batch holds)
+                 preprocessing (size, channels, normalization), and looked up by the batch's
+                 `index` (which samples the batch holds)
     on the fly   otherwise (augmentation, image folders, or --no-teacher-cache): the teacher sees the
                  student's batch as it is after augmentation, converted to the teacher's channels, size and
                  normalization
@@ -28,7 +25,6 @@ The teacher is frozen (eval mode, no gradients) in both.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,33 +32,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_model, resolve_weights
-from .config import RunConfig
-from .data import DataBundle, Split, TensorLoader, load_data, make_loader
-from .data.preprocess import Preprocess
-from .errors import DaxiaoError
-from .trainer import Session, console, evaluate, resolve_device
+from ..config import RunConfig
+from ..console import console
+from ..data import DataBundle, Split, load_data, make_loader, subset
+from ..data.preprocess import Preprocess
+from ..errors import DaxiaoError
+from ..files import atomic_write_json, next_free
+from ..models.saved import load_run
+from .callbacks import Callback
+from .loop import evaluate
+from .precision import resolve_device
+from .runs import data_config, default_name, train
 
 
-class DistillLoss(nn.Module):
-    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * the usual loss.
+class Distillation(Callback):
+    """Adds the teacher's term to every training batch's loss (see the module docstring).
 
-    `teacher_logits` is set by `TeacherFeed` before each training batch and used once; without it (the
-    validation batches) the loss is the usual loss alone.
+    Args:
+        alpha, temperature: the soft term's weight and T; alpha 0 is exactly the plain loss (tested).
+        cache: (N, classes) teacher logits of every training image, in split order; or None, with
+        teacher: the frozen teacher (columns in the data's order) and convert: student batch -> teacher input.
     """
 
-    def __init__(self, base: nn.Module, alpha: float = 0.5, temperature: float = 4.0):
-        super().__init__()
-        self.base, self.alpha, self.temperature = base, alpha, temperature
-        self.teacher_logits: torch.Tensor | None = None
+    def __init__(self, alpha: float, temperature: float, cache: torch.Tensor | None = None,
+                 teacher: nn.Module | None = None, convert=None):
+        self.alpha, self.temperature = alpha, temperature
+        self.cache, self.teacher, self.convert = cache, teacher, convert
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        teacher, self.teacher_logits = self.teacher_logits, None  # one batch's logits serve one batch
-        hard = self.base(logits, target)
-        if teacher is None or self.alpha == 0:  # alpha 0 is exactly the plain loss (tested)
-            return hard
+    def teacher_logits(self, batch) -> torch.Tensor:
+        if self.cache is not None:
+            return self.cache[batch.index.to(self.cache.device)].to(batch.inputs.device)
+        with torch.inference_mode():
+            x = self.convert(batch.inputs).contiguous(memory_format=torch.channels_last)
+            return self.teacher(x).float().clone()  # clone: out of inference mode
+
+    def on_train_loss(self, batch, logits: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        if self.alpha == 0:
+            return loss
+        teacher = self.teacher_logits(batch)
         assert teacher.shape == logits.shape, f"teacher logits {tuple(teacher.shape)} vs student {tuple(logits.shape)}"
-        return self.alpha * kd_term(logits, teacher, self.temperature) + (1 - self.alpha) * hard
+        return self.alpha * kd_term(logits, teacher, self.temperature) + (1 - self.alpha) * loss
 
 
 def kd_term(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -70,40 +79,6 @@ def kd_term(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
     t = temperature
     return F.kl_div(F.log_softmax(student.float() / t, 1), F.log_softmax(teacher.float() / t, 1),
                     reduction="batchmean", log_target=True) * t * t
-
-
-class TeacherFeed:
-    """The student's train loader, unchanged, plus the teacher's logits for each batch handed to the loss.
-
-    Args:
-        loader: the train loader `prepare` built (shuffle, sampling and augmentation all as configured).
-        criterion: the `DistillLoss` that receives the logits.
-        teacher: the frozen teacher (on the fly) or None (cached).
-        cache: (N, classes) logits of every training image, in split order (cached) or None.
-        convert: student batch -> teacher input (on the fly).
-    """
-
-    def __init__(self, loader, criterion: DistillLoss, teacher: nn.Module | None = None,
-                 cache: torch.Tensor | None = None, convert=None):
-        self.loader, self.criterion, self.teacher, self.cache, self.convert = loader, criterion, teacher, cache, convert
-
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for images, labels in self.loader:
-            if self.cache is not None:
-                logits = self.cache[self.loader.batch_index]
-            else:
-                with torch.inference_mode():
-                    device = next(self.teacher.parameters()).device
-                    x = self.convert(images.to(device)).contiguous(memory_format=torch.channels_last)
-                    logits = self.teacher(x).float()
-            self.criterion.teacher_logits = logits.to(images.device).clone()  # clone: out of inference mode
-            yield images, labels
 
 
 def input_converter(student: Preprocess, teacher: Preprocess):
@@ -132,15 +107,15 @@ def input_converter(student: Preprocess, teacher: Preprocess):
 def load_teacher(path: str | Path, classes: list[str], data: str) -> tuple[nn.Module, Preprocess, torch.Tensor]:
     """The frozen teacher, its preprocessing, and the index of each data class in its outputs; a teacher
     trained on other classes is refused with both lists named."""
-    teacher, meta = load_model(resolve_weights(path))
-    t_classes = meta["classes"]
+    run = load_run(path)
+    teacher, t_classes = run.model, run.classes
     if sorted(t_classes) != sorted(classes):
         raise DaxiaoError(f"The teacher {path} was trained on classes {_short(t_classes)} but --data {data} has "
                           f"classes {_short(classes)}; distill on the data the teacher knows.")
     for p in teacher.parameters():
         p.requires_grad_(False)
     order = torch.tensor([t_classes.index(c) for c in classes])  # teacher's columns in the data's class order
-    return teacher.eval(), Preprocess(**meta["preprocess"]), order
+    return teacher.eval(), run.preprocess, order
 
 
 def _short(classes: list[str]) -> str:
@@ -159,8 +134,7 @@ def teacher_logits(teacher: nn.Module, split: Split, pre: Preprocess, order: tor
     """The teacher's logits (data's class order) for every image of `split`, in split order."""
     device = resolve_device()
     teacher.to(device).to(memory_format=torch.channels_last)
-    out = [teacher(x.to(device).contiguous(memory_format=torch.channels_last)).float()
-           for x, _ in make_loader(split, 256, pre, workers=workers)]
+    out = [teacher(batch.to(device).inputs).float() for batch in make_loader(split, 256, pre, workers=workers)]
     return torch.cat(out)[:, order]
 
 
@@ -169,25 +143,18 @@ def can_cache(cfg: RunConfig, bundle: DataBundle) -> bool:
     return cfg.data.augment.strip() in ("", "none") and bundle.in_memory
 
 
-def distill_adapter(teacher: nn.Module, t_bundle: DataBundle, order: torch.Tensor, alpha: float,
-                    temperature: float, cache: bool = True):
-    """The `adapt` hook for `fit`: swaps the session's loss for `DistillLoss` and wraps its train loader."""
-
-    def adapt(s: Session) -> Session:
-        loss = DistillLoss(s.criterion, alpha, temperature)
-        loader = s.train_loader
-        if cache and isinstance(loader, TensorLoader) and t_bundle.in_memory:
-            # the cache is indexed by the student's sample numbers: both splits must hold the same images
-            assert torch.equal(t_bundle.train.targets, loader.split.targets), "teacher and student splits differ"
-            logits = teacher_logits(teacher, t_bundle.train, t_bundle.preprocess, order)
-            feed = TeacherFeed(loader, loss, cache=logits.to(s.device))
-        else:
-            convert = input_converter(loader.pre, t_bundle.preprocess)
-            on_the_fly = _Reordered(teacher.to(s.device).to(memory_format=torch.channels_last), order)
-            feed = TeacherFeed(loader, loss, teacher=on_the_fly, convert=convert)
-        return replace(s, criterion=loss, train_loader=feed)
-
-    return adapt
+def distillation(teacher: nn.Module, bundle: DataBundle, t_bundle: DataBundle, order: torch.Tensor, alpha: float,
+                 temperature: float, cache: bool = True) -> Distillation:
+    """The callback for this student's data: cached teacher logits when the data allows, else on the fly."""
+    device = resolve_device()
+    if cache and bundle.in_memory and t_bundle.in_memory:
+        # the cache is indexed by the student's sample numbers: both splits must hold the same images
+        assert torch.equal(t_bundle.train.targets, bundle.train.targets), "teacher and student splits differ"
+        logits = teacher_logits(teacher, t_bundle.train, t_bundle.preprocess, order)
+        return Distillation(alpha, temperature, cache=logits.to(device))
+    convert = input_converter(bundle.preprocess, t_bundle.preprocess)
+    on_the_fly = _Reordered(teacher.to(device).to(memory_format=torch.channels_last), order)
+    return Distillation(alpha, temperature, teacher=on_the_fly, convert=convert)
 
 
 class _Reordered(nn.Module):
@@ -223,17 +190,13 @@ def distill(cfg: RunConfig, teacher: str | Path, alpha: float = 0.5, temperature
     Example:
         >>> distill(RunConfig.from_dict({"model": "mobilenet-v1", "alpha": 0.5}), "runs/resnet18-digits")
     """
-    from .runs import data_config, default_name, train
-
     if not 0 <= alpha <= 1:
         raise DaxiaoError(f"alpha must be in [0, 1] (received {alpha}).")
     if temperature <= 0:
         raise DaxiaoError(f"temperature must be > 0 (received {temperature}).")
     cfg = copy.deepcopy(cfg).validate()
     if not cfg.name and not cfg.resume:
-        cfg.name = _free_name(Path(cfg.project), f"{default_name(cfg)}-kd")
-    from .compare import subset
-
+        cfg.name = next_free(Path(cfg.project), f"{default_name(cfg)}-kd").name
     bundle = subset(load_data(data_config(cfg, cfg.model.name), cfg.train.seed), *limits, seed=cfg.train.seed)
     model, t_pre, order = load_teacher(teacher, bundle.classes, cfg.data.data)
     t_bundle = subset(teacher_data(cfg, t_pre), *limits, seed=cfg.train.seed)
@@ -246,15 +209,7 @@ def distill(cfg: RunConfig, teacher: str | Path, alpha: float = 0.5, temperature
     if verbose:
         console.print(f"distilling {teacher} (val acc {t_acc:.4f} on this split) into {cfg.model.name}: alpha "
                       f"{alpha}, T {temperature}, teacher logits {settings['teacher_logits']}")
-    result = train(cfg, verbose=verbose, bundle=bundle,
-                   adapt=distill_adapter(model, t_bundle, order, alpha, temperature, cached))
-    Path(result["run_dir"], "distill.json").write_text(json.dumps(settings, indent=2))
+    callback = distillation(model, bundle, t_bundle, order, alpha, temperature, cached)
+    result = train(cfg, verbose=verbose, bundle=bundle, callbacks=[callback])
+    atomic_write_json(Path(result["run_dir"], "distill.json"), settings)
     return {**result, "distill": settings}
-
-
-def _free_name(project: Path, base: str) -> str:
-    name, n = base, 1
-    while (project / name).exists():
-        n += 1
-        name = f"{base}-{n}"
-    return name

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import DaxiaoError, check_choice, did_you_mean
+from ..errors import DaxiaoError, check_choice, did_you_mean
+from .augment import parse_augment
+from .loss import parse_loss
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -141,9 +143,6 @@ class RunConfig:
         if self.model.unfreeze is not None and not re.fullmatch(r"all|last-[1-9]\d*", self.model.unfreeze):
             raise DaxiaoError(f"unfreeze must be all or last-N with N >= 1 blocks, e.g. last-2 "
                               f"(received {self.model.unfreeze!r}).")
-        from .augment import parse_augment  # imported here: these need torch; config stays light
-        from .losses import parse_loss
-
         parse_loss(t.loss)
         parse_augment(d.augment)
         return self
@@ -283,3 +282,4 @@ def setting_types() -> dict[str, object]:
         if "." not in key and not dataclasses.is_dataclass(hint):
             out[key] = hint
     return out
+

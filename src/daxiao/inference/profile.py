@@ -25,7 +25,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import DaxiaoError
+from ..errors import DaxiaoError
+from ..models import create_model
+from ..models.saved import load_run
 
 
 def count_params(model: nn.Module) -> int:
@@ -202,14 +204,10 @@ def load_for_profile(source: str, input_size: int | None = None, in_chans: int |
     """A run folder or weights file (its own input size and channels unless given), or a model name
     (default 3 x 224 x 224, 1000 classes, as `daxiao models`). Returns (model, input_size, in_chans, label)."""
     if Path(source).exists():
-        from .checkpoint import load_model
-
-        model, meta = load_model(source)
-        pre = meta["preprocess"]
-        return model, input_size or pre["image_size"], in_chans or pre["channels"], f"{meta['model']} ({source})"
+        run = load_run(source)
+        pre = run.preprocess
+        return run.model, input_size or pre.image_size, in_chans or pre.channels, f"{run.name} ({source})"
     if "/" in source or source.endswith(".safetensors"):
         raise DaxiaoError(f"No such run folder or weights file: {source}.")
-    from .registry import create_model
-
     size, chans = input_size or 224, in_chans or 3
     return create_model(source, num_classes=num_classes, in_chans=chans, input_size=size), size, chans, source

@@ -29,14 +29,22 @@ import torch
 from rich.markup import escape  # labels such as mobilenet-v1[alpha=0.5] are not markup
 from rich.table import Table
 
-from .config import RunConfig, apply_overrides, load_yaml
-from .data import DataBundle, TensorSplit, load_data, make_loader, stratified_split
-from .data.preprocess import Preprocess
-from .errors import DaxiaoError
-from .profile import human, human_bytes, profile_model
-from .registry import list_models, model_info
-from .runs import data_config, make_model, train
-from .trainer import console, evaluate, prepare, resolve_device, train_one_epoch
+from ..config import RunConfig, apply_overrides, load_yaml
+from ..config.parsing import split_top_level
+from ..console import console
+from ..data import DataBundle, load_data, make_loader, subset
+from ..data.preprocess import Preprocess
+from ..errors import DaxiaoError
+from ..files import atomic_write_json, check_new_folder
+from ..inference.profile import human, human_bytes, profile_model
+from ..inference.report import evaluate_model
+from ..models import list_models, model_info
+from ..models.saved import load_run, read_meta, resolve_weights
+from ..training.loop import evaluate, train_one_epoch
+from ..training.precision import resolve_device
+from ..training.runs import data_config, make_model, train
+from ..training.session import prepare
+from .report import write_figures_and_report
 
 
 @dataclass
@@ -51,24 +59,10 @@ class Entry:
 
 
 # ---- --models ---------------------------------------------------------------------------------------------
-def split_models(text: str) -> list[str]:
-    """Split on commas outside brackets: "a,b[alpha=0.5,drop_rate=0.1]" -> ["a", "b[alpha=0.5,drop_rate=0.1]"]."""
-    items, depth, cur = [], 0, ""
-    for ch in text:
-        depth += {"[": 1, "]": -1}.get(ch, 0)
-        if ch == "," and depth == 0:
-            items.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    items.append(cur.strip())
-    return [i for i in items if i]
-
-
 def parse_models(models: str | list[str], base: RunConfig) -> list[Entry]:
     """Entries for --models, with every unknown name and bad setting reported in one error, before any
     training starts (a typo in the sixth model should not cost the first five models' training time)."""
-    items = split_models(models) if isinstance(models, str) else [m.strip() for m in models if m.strip()]
+    items = split_top_level(models) if isinstance(models, str) else [m.strip() for m in models if m.strip()]
     if not items:
         raise DaxiaoError("--models is empty; give a comma-separated list such as seed-cnn,mobilenet-v1,resnet18 "
                           "(see `daxiao models`).")
@@ -85,8 +79,8 @@ def parse_models(models: str | list[str], base: RunConfig) -> list[Entry]:
             close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
             unknown.append(f"{name!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
             continue
-        settings = dict(kv.split("=", 1) for kv in split_models(inner or "") if "=" in kv)
-        if inner and len(settings) != len(split_models(inner)):
+        settings = dict(kv.split("=", 1) for kv in split_top_level(inner or "") if "=" in kv)
+        if inner and len(settings) != len(split_top_level(inner)):
             bad.append(f"{item} (settings are key=value)")
             continue
         try:
@@ -120,21 +114,6 @@ def entry_config(base: RunConfig, entry: Entry, folder: Path) -> RunConfig:
 
 
 # ---- data -------------------------------------------------------------------------------------------------
-def subset(bundle: DataBundle, train: int | None, val: int | None, test: int | None, seed: int) -> DataBundle:
-    """A stratified, seeded subset of each in-memory split (the same images for every model)."""
-    def take(split, n: int | None, salt: int):
-        if not n or n >= len(split):
-            return split
-        if not isinstance(split, TensorSplit):
-            raise DaxiaoError("--train-images/--val-images/--test-images need a built-in (in-memory) data set.")
-        _, idx = stratified_split(split.labels, n / len(split), seed + salt)
-        idx = torch.as_tensor(sorted(idx))
-        return TensorSplit(split.images[idx], split.labels[idx])
-
-    return replace(bundle, train=take(bundle.train, train, 0), val=take(bundle.val, val, 1),
-                   test=take(bundle.test, test, 2) if bundle.test is not None else None)
-
-
 class DataCache:
     """Loads each distinct data configuration once (a pretrained model wants RGB at its own size)."""
 
@@ -157,9 +136,9 @@ def seconds_per_epoch(cfg: RunConfig, bundle: DataBundle, steps: int = 6) -> flo
     with torch.random.fork_rng(devices=[]):  # the probe must not shift anyone's random stream
         s = prepare(model, bundle, cfg)
         batches = list(islice(iter(s.train_loader), steps + 1))
-        train_one_epoch(model, batches[:1], s.criterion, s.optimizer, s.scheduler, s.bf16, s.device)
+        train_one_epoch(replace(s, train_loader=batches[:1]))
         t0 = time.perf_counter()
-        train_one_epoch(model, batches[1:] or batches, s.criterion, s.optimizer, s.scheduler, s.bf16, s.device)
+        train_one_epoch(replace(s, train_loader=batches[1:] or batches))
         per_step = (time.perf_counter() - t0) / max(len(batches) - 1, 1)
         val = list(islice(iter(s.val_loader), 2))
         t0 = time.perf_counter()
@@ -192,10 +171,8 @@ def epochs_for_budget(plans: list[tuple[Entry, RunConfig, DataBundle]], minutes:
 def compare_folder(cfg: RunConfig) -> Path:
     """project/name, by default runs/compare-<data>; an existing folder needs --resume or --exist-ok."""
     folder = Path(cfg.project) / (cfg.name or f"compare-{Path(cfg.data.data.rstrip('/')).stem}")
-    if folder.exists() and any(folder.iterdir()) and not (cfg.resume or cfg.exist_ok):
-        raise DaxiaoError(f"Compare folder {folder} exists; pass --resume to reuse its finished models, --exist-ok "
-                          "to train them again, or another --name.")
-    return folder
+    return check_new_folder(folder, cfg.resume or cfg.exist_ok, "Compare folder", "pass --resume to reuse its "
+                            "finished models, --exist-ok to train them again, or another --name")
 
 
 def compare(base: RunConfig, models: str | list[str], epochs: int | None = None, budget_minutes: float | None = None,
@@ -244,8 +221,6 @@ def compare(base: RunConfig, models: str | list[str], epochs: int | None = None,
         _write_tables(folder, rows, base, budget_minutes)  # after every model: a cut-off compare keeps them
     mark_pareto(rows)
     files = _write_tables(folder, rows, base, budget_minutes)
-    from .compare_report import write_figures_and_report  # matplotlib only when there is something to draw
-
     files.update(write_figures_and_report(folder, rows, recipe(base, budget_minutes)))
     return {"rows": rows, "folder": str(folder), "files": files, "recipe": recipe(base, budget_minutes)}
 
@@ -279,7 +254,7 @@ def _one(entry: Entry, cfg: RunConfig, folder: Path, data: DataCache, resume: bo
         r = train(cfg, verbose=verbose, bundle=data.get(cfg))
         done = {"epochs": len(r["history"]), "train_seconds": r["train_seconds"], "best_val_acc": r["best_val_acc"],
                 "wall_seconds": time.perf_counter() - t0, "run_dir": str(run)}
-        (run / "done.json").write_text(json.dumps(done, indent=2))
+        atomic_write_json(run / "done.json", done)
     model, pre, test_acc, split = _test(done["run_dir"], entry, cfg, data)
     prof = profile_model(model, pre.image_size, pre.channels, repeats=repeats, max_seconds=3.0)
     return {"label": entry.label, "model": getattr(model, "daxiao_name", entry.model), **done, "test_acc": test_acc,
@@ -287,8 +262,6 @@ def _one(entry: Entry, cfg: RunConfig, folder: Path, data: DataCache, resume: bo
 
 
 def _given_run(path: Path) -> dict:
-    from .checkpoint import read_meta, resolve_weights
-
     meta = read_meta(resolve_weights(path))
     run = path if path.is_dir() else path.parent
     hist = _history(run)
@@ -301,13 +274,9 @@ def _test(run_dir: str, entry: Entry, cfg: RunConfig, data: DataCache) -> tuple[
                                                                                    float, str]:
     """Accuracy on the test split (val where the data has none), with the weights' own preprocessing. A
     trained entry uses the compare's data (and its test subset); a given run uses its own training data."""
-    from .checkpoint import load_model
-
-    model, meta = load_model(run_dir)
-    pre = Preprocess(**meta["preprocess"])
+    loaded = load_run(run_dir)
+    model, pre = loaded.model, loaded.preprocess
     if entry.run is not None:
-        from .report import evaluate_model
-
         r = evaluate_model(run_dir)
         return model, pre, r["acc"], r["split"]
     bundle = data.get(cfg)
