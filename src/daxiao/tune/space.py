@@ -172,7 +172,7 @@ def check_space(base: RunConfig, space: dict[str, Param]) -> None:
             except DaxiaoError as e:
                 raise DaxiaoError(f"search space {p.name}={v}: {e}") from None
     if "model" in space:
-        from ..registry import model_info
+        from ..models import model_info
 
         for name in space["model"].choices or ():
             model_info(str(name))  # unknown model names fail here, with suggestions
