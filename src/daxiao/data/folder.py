@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from ..errors import DaxiaoError
+from .decode import BadImage, check_file, decode_file
 from .preprocess import Preprocess
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 VAL_NAMES = ("val", "valid", "validation")
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
 @dataclass
@@ -90,24 +89,10 @@ def read_csv_list(path: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, [index[label] for _, label in rows], classes
 
 
-def _check(path: Path) -> tuple[str | None, bool]:
-    """(problem or None, is grey). A full decode: verify() alone misses truncated files."""
-    try:
-        if path.stat().st_size == 0:
-            return "zero-byte file", False
-        with Image.open(path) as im:
-            im.load()
-            return None, im.mode in GREY_MODES
-    except FileNotFoundError:
-        return "missing file", False
-    except Exception as e:  # Pillow raises several types for bad data (UnidentifiedImageError, OSError, ...)
-        return f"unreadable ({type(e).__name__})", False
-
-
 def check_files(paths: list[Path], labels: list[int], classes: list[str], where: str,
                 workers: int = 8) -> FileList:
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(_check, paths))
+        results = list(pool.map(check_file, paths))
     good = [i for i, (problem, _) in enumerate(results) if problem is None]
     skipped = [(paths[i], results[i][0]) for i in range(len(paths)) if results[i][0] is not None]
     fl = FileList([paths[i] for i in good], [labels[i] for i in good], classes,
@@ -136,9 +121,8 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            with Image.open(self.paths[i]) as im:
-                x = self.preprocess.pil_to_uint8(im)
-        except Exception:  # changed on disk since the check: drop it from the batch, don't end the epoch
+            x = decode_file(self.paths[i], self.preprocess)
+        except BadImage:  # changed on disk since the check: drop it from the batch, don't end the epoch
             return None
         return x, self.labels[i], i
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 
+from ..data.decode import BadImage, decode_file
 from ..data.folder import is_image
 from ..errors import DaxiaoError
 from ..models.saved import load_run
@@ -59,10 +59,9 @@ def predict(weights: str | Path, images: list[str | Path], top_k: int = 5, batch
     for f in collect_images(images):
         results.append({"file": str(f)})
         try:
-            with Image.open(f) as im:
-                batch.append((len(results) - 1, pre.pil_to_uint8(im)))
-        except Exception as e:  # Pillow raises several types for unreadable files
-            results[-1]["error"] = f"unreadable image ({type(e).__name__})"
+            batch.append((len(results) - 1, decode_file(f, pre)))
+        except BadImage as e:  # reported per file, not fatal
+            results[-1]["error"] = f"bad image: {e}"
         if len(batch) >= batch_size:
             flush()
     flush()

@@ -1,0 +1,52 @@
+"""The one way a file becomes pixels: every path (the up-front check, folder loaders, decode caches,
+predict, serving) opens images here, so a rule about bad files is made once and holds everywhere.
+
+`open_image` raises `BadImage` with a short reason for anything that is not a usable picture; callers
+skip and count those, never crash on them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .preprocess import Preprocess
+
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+class BadImage(Exception):
+    """A file that cannot be used as an image; `str(e)` is the reason, for the skipped-files report."""
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """The fully decoded image at `path` (its pixels loaded: a truncated file fails here, not later)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImage("zero-byte file")
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()  # the copy outlives the closed file; EXIF (in .info) comes with it
+    except BadImage:
+        raise
+    except FileNotFoundError:
+        raise BadImage("missing file") from None
+    except Exception as e:  # Pillow raises several types for bad data (UnidentifiedImageError, OSError, ...)
+        raise BadImage(f"unreadable ({type(e).__name__})") from None
+
+
+def check_file(path: str | Path) -> tuple[str | None, bool]:
+    """(problem or None, whether the image is greyscale): a full decode, as training will do."""
+    try:
+        im = open_image(path)
+    except BadImage as e:
+        return str(e), False
+    return None, im.mode in GREY_MODES
+
+
+def decode_file(path: str | Path, pre: Preprocess) -> torch.Tensor:
+    """`path` as the model's input: uint8 (channels, size, size), EXIF orientation applied."""
+    return pre.pil_to_uint8(open_image(path))
