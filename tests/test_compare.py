@@ -10,9 +10,12 @@ import pytest
 import daxiao.compare.runner as compare_mod
 from daxiao.cli import main
 from daxiao.compare.runner import compare, pareto_flags
-from daxiao.config import RunConfig
+from daxiao.config import DataConfig, RunConfig
 from daxiao.config.parsing import split_top_level as split_models
+from daxiao.data import load_data, make_loader, subset
 from daxiao.errors import DaxiaoError
+from daxiao.models.saved import load_run
+from daxiao.training.loop import evaluate
 
 TINY = (200, 60, 60)  # stratified train / val / test images of digits: seconds, not minutes
 
@@ -46,7 +49,11 @@ def test_compare_writes_every_output_and_resume_reuses(runs, monkeypatch):
     saved = json.loads((folder / "compare.json").read_text())["rows"]
     assert [x["pareto"] for x in saved] == pareto_flags([x["test_acc"] for x in saved],
                                                         [x["latency_ms"] for x in saved])
-    assert all(len(x["history"]) == 2 and x["params"] > 0 and 0 <= x["test_acc"] <= 1 for x in saved)
+    assert all(len(x["history"]) == 2 and x["params"] > 0 and x["test_acc"] >= 0.6 for x in saved)
+    test = subset(load_data(DataConfig(), 0), *TINY, seed=0).test  # the compare's own test subset
+    for x, slug in zip(saved, ("seed-tiny-cnn", "seed-cnn-lr-0.003"), strict=True):
+        run = load_run(folder / slug)  # scored again from the saved weights: the table is what they give
+        assert evaluate(run.model, make_loader(test, 256, run.preprocess))["acc"] == pytest.approx(x["test_acc"])
     assert r["rows"][1]["test_split"] == "test"
     html = (folder / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "seed-cnn[lr=0.003]" in html
@@ -95,3 +102,26 @@ def test_bad_input_is_one_line_before_any_training(capsys, runs, monkeypatch, ar
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and expect in err and "Traceback" not in err, err
     assert len(err.splitlines()) == 1, err
+
+
+def test_cli_demo_and_compare_end_to_end(tmp_path, capsys):
+    """The README's headline commands through the CLI: the table on stdout and report.html on disk."""
+    assert main(["demo", "--models", "seed-tiny-cnn,seed-cnn", "--epochs", "2", "--project", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "seed-tiny-cnn" in out and "seed-cnn" in out and "Pareto" in out
+    assert (tmp_path / "compare-digits" / "report.html").stat().st_size > 2000
+    argv = ["compare", "--models", "seed-tiny-cnn,seed-cnn[lr=0.003]", "--epochs", "1", "--train-images", "200",
+            "--val-images", "60", "--test-images", "60", "--repeats", "3", "--project", str(tmp_path), "--name", "c"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "seed-cnn[lr=0.003]" in out and "wrote" in out
+    rows = json.loads((tmp_path / "c" / "compare.json").read_text())["rows"]
+    assert [r["epochs"] for r in rows] == [1, 1] and all(r["test_split"] == "test" for r in rows)
+
+
+@pytest.mark.slow
+def test_the_readme_demo_command_as_written(tmp_path):
+    """`daxiao demo` with its defaults (two ImageNet-style models, 10 epochs): minutes, so marked slow."""
+    assert main(["demo", "--project", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "compare-digits" / "compare.json").read_text())["rows"]
+    assert len(rows) == 2 and (tmp_path / "compare-digits" / "report.html").is_file()

@@ -27,6 +27,7 @@ from .errors import DaxiaoError
 from .models import create_model
 from .training.callbacks import Callback
 from .training.fit import fit
+from .training.precision import torch_threads
 
 
 class ImageClassifier(ClassifierMixin, BaseEstimator):
@@ -136,8 +137,10 @@ class ImageClassifier(ClassifierMixin, BaseEstimator):
     @torch.no_grad()
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "model_")
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        with torch_threads(self.threads):  # restored afterwards, as after fit
+            return self._proba(X)
+
+    def _proba(self, X) -> np.ndarray:
         images, _ = to_uint8_images(X, self.scale_)
         pre = self.preprocess_
         if tuple(images.shape[1:]) != (pre.channels, pre.image_size, pre.image_size):

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import DaxiaoError, check_choice, did_you_mean
+from ..files import atomic_write
 from .augment import parse_augment
 from .loss import parse_loss
 
@@ -242,7 +243,7 @@ def load_yaml(path: str | Path) -> RunConfig:
 
 
 def save_yaml(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 # ---- CLI flags -----------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import RunConfig
+from ..config.augment import parse_augment
 from ..console import console
 from ..data import DataBundle, Split, load_data, make_loader, subset
 from ..data.preprocess import Preprocess
@@ -140,7 +141,7 @@ def teacher_logits(teacher: nn.Module, split: Split, pre: Preprocess, order: tor
 
 def can_cache(cfg: RunConfig, bundle: DataBundle) -> bool:
     """Cached teacher logits are right only when every epoch shows the same pixels."""
-    return cfg.data.augment.strip() in ("", "none") and bundle.in_memory
+    return parse_augment(cfg.data.augment).is_identity and bundle.in_memory
 
 
 def distillation(teacher: nn.Module, bundle: DataBundle, t_bundle: DataBundle, order: torch.Tensor, alpha: float,

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from ..config import RunConfig
+from ..config.augment import parse_augment
 from ..console import console, progress_bar
 from ..data import DataBundle, FeatureSplit, Split, TensorSplit, make_loader
 from ..data.preprocess import Preprocess
@@ -165,4 +166,4 @@ def extraction_bf16(precision: str, model: TransferModel, bundle: DataBundle, wo
 
 def can_cache(cfg: RunConfig) -> bool:
     """Features are fixed only when every epoch sees the same pixels: no per-sample augmentation."""
-    return cfg.train.feature_cache != "off" and cfg.data.augment.strip() in ("", "none")
+    return cfg.train.feature_cache != "off" and parse_augment(cfg.data.augment).is_identity
