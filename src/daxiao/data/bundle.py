@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,9 @@ from .folder import FileList
 from .preprocess import Preprocess
 
 
-@dataclass
-class TensorSplit:
-    images: torch.Tensor  # uint8 (N, C, H, W)
+class _InMemory:
+    """What the two in-memory splits share: labels as a tensor, and row selection by index."""
+
     labels: torch.Tensor  # int64 (N,)
 
     def __len__(self) -> int:
@@ -36,29 +36,21 @@ class TensorSplit:
     def names(self) -> list[str]:
         return [str(i) for i in range(len(self))]
 
-    def take(self, idx) -> TensorSplit:
+    def take(self, idx):
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return TensorSplit(self.images[idx], self.labels[idx])
+        return type(self)(*(getattr(self, f.name)[idx] for f in fields(self)))
 
 
 @dataclass
-class FeatureSplit:
+class TensorSplit(_InMemory):
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+
+@dataclass
+class FeatureSplit(_InMemory):
     features: torch.Tensor  # float32 (N, F): pooled backbone features, fed to a model's head
     labels: torch.Tensor    # int64 (N,)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def targets(self) -> torch.Tensor:
-        return self.labels
-
-    def names(self) -> list[str]:
-        return [str(i) for i in range(len(self))]
-
-    def take(self, idx) -> FeatureSplit:
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        return FeatureSplit(self.features[idx], self.labels[idx])
 
 
 @dataclass
