@@ -10,10 +10,18 @@ from ..console import out
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..training import distributed
     from ..training.runs import train
 
     cfg = config_from_args(args)
-    result = train(cfg)
+    if args.nproc is not None and args.nproc > 1 and not distributed.launched():
+        from .launch import launch
+
+        return launch(args.argv, cfg, args.nproc)
+    try:
+        result = train(cfg)
+    finally:
+        distributed.shutdown()
     err.print(f"best val acc {result['best_val_acc']:.4f} at epoch {result['best_epoch']}; "
               f"run folder: [bold]{result['run_dir']}[/]")
     return 0
@@ -82,6 +90,9 @@ def add_commands(sub) -> None:
                        description="Train a model. Settings: defaults < --config YAML < flags.")
     t.add_argument("--config", help="YAML file of settings (nested or flat keys, as in a run's config.yaml)")
     add_config_flags(t)
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="data-parallel: N processes on this machine through torchrun (gloo on CPU, NCCL on GPUs); "
+                        "--batch-size is per process, the lr is used as given")
     t.set_defaults(fn=cmd_train)
 
     lf = sub.add_parser("lr-find", help="learning-rate range test: plot loss against lr, suggest a value",
