@@ -88,8 +88,9 @@ def choose_bf16(precision: str, device: torch.device, work: Callable[[bool], Non
     if not bf16_supported(device):
         return False
     with torch.random.fork_rng(devices=[]):  # timing must not move the run's random stream
-        fp32 = median_seconds(lambda: work(False), device=device)
-        bf16 = median_seconds(lambda: work(True), device=device)
+        sync = {} if device.type == "cpu" else {"device": device}  # GPU kernels are timed to their end
+        fp32 = median_seconds(lambda: work(False), **sync)
+        bf16 = median_seconds(lambda: work(True), **sync)
     return bf16 < BF16_MIN_SPEEDUP * fp32
 
 
