@@ -61,9 +61,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ..tune import TuneSettings, tune
 
     cfg = config_from_args(args)
+    if args.report:
+        from pathlib import Path
+
+        from ..tune.report import report_study
+
+        folder = Path(cfg.project) / (cfg.name or args.study or "tune-report")
+        report_study(args.storage, args.study, folder)
+        return 0
+    if args.heartbeat < 1:
+        err.print(f"[red]error:[/] --heartbeat must be >= 1 second (received {args.heartbeat}).")
+        return 2
     settings = TuneSettings(space=args.space or {}, sampler=args.sampler, trials=args.trials, cv=args.cv,
                             pruner=args.pruner, jobs=args.jobs, storage=args.storage, study=args.study,
-                            timeout=args.timeout)
+                            timeout=args.timeout, heartbeat=args.heartbeat)
     try:
         tune(cfg, settings)
     except KeyboardInterrupt:
@@ -127,11 +138,17 @@ def add_commands(sub) -> None:
     tu.add_argument("--cv", type=int, default=3, help="stratified folds (default 3, as the article); 0: hold-out")
     tu.add_argument("--pruner", default="median", help="median | halving | hyperband | none")
     tu.add_argument("--jobs", type=int, default=1, help="worker processes (threads per worker: cores / jobs)")
-    tu.add_argument("--storage", help="Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file; "
-                                      "default: study.journal in the study folder. Workers elsewhere join by "
-                                      "--storage and --study")
+    tu.add_argument("--storage", help="Optuna storage URL (postgresql://user@host/db, sqlite:///x.db) or a journal "
+                                      "file; default: study.journal in the study folder. Workers on any machine "
+                                      "join by the same command with --storage and --study")
     tu.add_argument("--study", help="study name in the storage (default: the study folder's name)")
     tu.add_argument("--timeout", type=float, help="minutes; no new trial starts after this")
+    tu.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                    help="database storages: a running trial's heartbeat period; a trial silent for twice this "
+                         "(its worker was killed) is failed and retried by another worker (default 60)")
+    tu.add_argument("--report", action="store_true",
+                    help="print the leaderboard of --study in --storage and write trials.csv, best.yaml and the "
+                         "plots (into --project/--name, default --project/STUDY), without training")
     add_config_flags(tu)
     tu.set_defaults(fn=cmd_tune)
 
