@@ -96,7 +96,9 @@ def choose_bf16(precision: str, device: torch.device, work: Callable[[bool], Non
 
 def autocast(device: torch.device, bf16: bool, fp16: bool = False):
     """The forward pass's autocast: bf16, fp16 or none (fp32)."""
-    return torch.autocast(device.type, dtype=torch.float16 if fp16 else torch.bfloat16, enabled=bf16 or fp16)
+    # disabled on MPS: name fp16 anyway, as torch warns about bf16 on older macOS even when autocast is off
+    half = fp16 or (device.type == "mps" and not bf16)
+    return torch.autocast(device.type, dtype=torch.float16 if half else torch.bfloat16, enabled=bf16 or fp16)
 
 
 def grad_scaler(device: torch.device, fp16: bool) -> torch.amp.GradScaler | None:
