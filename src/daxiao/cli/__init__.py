@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for k in ("batch_size", "top_k", "input_size", "epochs", "jobs", "trials"):
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: `train --nproc N` hands it to torchrun
+    for k in ("batch_size", "top_k", "input_size", "epochs", "jobs", "trials", "nproc"):
         if isinstance(getattr(args, k, None), int) and getattr(args, k) < 1:
             err.print(f"[red]error:[/] --{k.replace('_', '-')} must be >= 1 (received {getattr(args, k)}).")
             return 2

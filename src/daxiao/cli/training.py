@@ -10,10 +10,18 @@ from ..console import out
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..training import distributed
     from ..training.runs import train
 
     cfg = config_from_args(args)
-    result = train(cfg)
+    if args.nproc is not None and args.nproc > 1 and not distributed.launched():
+        from .launch import launch
+
+        return launch(args.argv, cfg, args.nproc)
+    try:
+        result = train(cfg)
+    finally:
+        distributed.shutdown()
     err.print(f"best val acc {result['best_val_acc']:.4f} at epoch {result['best_epoch']}; "
               f"run folder: [bold]{result['run_dir']}[/]")
     return 0
@@ -53,9 +61,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ..tune import TuneSettings, tune
 
     cfg = config_from_args(args)
+    if args.report:
+        from pathlib import Path
+
+        from ..tune.report import report_study
+
+        folder = Path(cfg.project) / (cfg.name or args.study or "tune-report")
+        report_study(args.storage, args.study, folder)
+        return 0
+    if args.heartbeat < 1:
+        err.print(f"[red]error:[/] --heartbeat must be >= 1 second (received {args.heartbeat}).")
+        return 2
     settings = TuneSettings(space=args.space or {}, sampler=args.sampler, trials=args.trials, cv=args.cv,
                             pruner=args.pruner, jobs=args.jobs, storage=args.storage, study=args.study,
-                            timeout=args.timeout)
+                            timeout=args.timeout, heartbeat=args.heartbeat)
     try:
         tune(cfg, settings)
     except KeyboardInterrupt:
@@ -82,6 +101,9 @@ def add_commands(sub) -> None:
                        description="Train a model. Settings: defaults < --config YAML < flags.")
     t.add_argument("--config", help="YAML file of settings (nested or flat keys, as in a run's config.yaml)")
     add_config_flags(t)
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="data-parallel: N processes on this machine through torchrun (gloo on CPU, NCCL on GPUs); "
+                        "--batch-size is per process, the lr is used as given")
     t.set_defaults(fn=cmd_train)
 
     lf = sub.add_parser("lr-find", help="learning-rate range test: plot loss against lr, suggest a value",
@@ -116,11 +138,17 @@ def add_commands(sub) -> None:
     tu.add_argument("--cv", type=int, default=3, help="stratified folds (default 3, as the article); 0: hold-out")
     tu.add_argument("--pruner", default="median", help="median | halving | hyperband | none")
     tu.add_argument("--jobs", type=int, default=1, help="worker processes (threads per worker: cores / jobs)")
-    tu.add_argument("--storage", help="Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file; "
-                                      "default: study.journal in the study folder. Workers elsewhere join by "
-                                      "--storage and --study")
+    tu.add_argument("--storage", help="Optuna storage URL (postgresql://user@host/db, sqlite:///x.db) or a journal "
+                                      "file; default: study.journal in the study folder. Workers on any machine "
+                                      "join by the same command with --storage and --study")
     tu.add_argument("--study", help="study name in the storage (default: the study folder's name)")
     tu.add_argument("--timeout", type=float, help="minutes; no new trial starts after this")
+    tu.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                    help="database storages: a running trial's heartbeat period; a trial silent for twice this "
+                         "(its worker was killed) is failed and retried by another worker (default 60)")
+    tu.add_argument("--report", action="store_true",
+                    help="print the leaderboard of --study in --storage and write trials.csv, best.yaml and the "
+                         "plots (into --project/--name, default --project/STUDY), without training")
     add_config_flags(tu)
     tu.set_defaults(fn=cmd_tune)
 

@@ -281,7 +281,7 @@ def _test(run_dir: str, entry: Entry, cfg: RunConfig, data: DataCache) -> tuple[
         return model, pre, r["acc"], r["split"]
     bundle = data.get(cfg)
     split = "test" if bundle.test is not None else "val"
-    device = resolve_device()
+    device = resolve_device(cfg.train.device)
     model.to(device).to(memory_format=torch.channels_last)
     r = evaluate(model, make_loader(bundle.split(split), 256, pre, workers=cfg.data.workers), device=device)
     return model.cpu(), pre, r["acc"], split

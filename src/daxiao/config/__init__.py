@@ -24,7 +24,8 @@ from .loss import parse_loss
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICE_RULE = r"auto|cpu|mps|cuda(:\d+)?"
 
 
 @dataclass
@@ -79,7 +80,9 @@ class TrainConfig:
     class_weight: str | None = None  # balanced | a list like 1,2,1: per-class loss weights for imbalanced data
     seed: int = 0                    # fixes the split, the init and the shuffle order
     patience: int = 0                # stop after this many epochs without a better val accuracy; 0: never
-    precision: str = "auto"          # auto | fp32 | bf16 (CPU autocast); auto: bf16 where it was measured to help
+    precision: str = "auto"          # auto | fp32 | bf16 | fp16 (autocast); auto: bf16 where it was measured to help
+    device: str = "auto"             # auto | cpu | cuda | cuda:N | mps; auto: CUDA, then MPS, then CPU
+    compile: bool = False            # torch.compile the training forward (measured before turning it on)
     threads: int | None = None       # torch intra-op threads; None: torch's default (all cores)
     head_epochs: int | None = None   # transfer: epochs of the head stage (base frozen); 0 skips it; None: epochs
     finetune_epochs: int | None = None  # transfer with --unfreeze: epochs of the fine-tuning stage; None: epochs
@@ -137,6 +140,8 @@ class RunConfig:
         check_choice("optimizer", o.optimizer, OPTIMIZERS)
         check_choice("schedule", o.schedule, SCHEDULES)
         check_choice("precision", t.precision, PRECISIONS)
+        if not re.fullmatch(DEVICE_RULE, t.device):
+            raise DaxiaoError(f"device must be auto, cpu, cuda, cuda:N or mps (received {t.device!r}).")
         check_choice("resize", d.resize, ("squash", "crop", "pad"))
         check_choice("feature_cache", t.feature_cache, ("memory", "disk", "off"))
         if self.model.head is not None:

@@ -160,7 +160,7 @@ def apply_params(x: torch.Tensor, p: AffineParams, fill_mode: str = "nearest", c
     else:
         y = _resample(x.float(), p, fill_mode, cval)
     if p.brightness is not None:
-        y = (y * p.brightness.float().view(-1, 1, 1, 1)).clamp_(0, 255)
+        y = (y * p.brightness.float().to(y.device).view(-1, 1, 1, 1)).clamp_(0, 255)
     return y.round_().clamp_(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else y.to(x.dtype)
 
 
@@ -178,10 +178,10 @@ def _resample(x: torch.Tensor, p: AffineParams, fill_mode: str, cval: float) -> 
     # sizes, and "reflection" folds about the outer pixel edges as scipy's "reflect" does. So pixel = D n + centre,
     # D = diag(W/2, H/2); the centre cancels and the normalized matrix is [D^-1 L D | D^-1 t].
     d = torch.tensor([W / 2, H / 2], dtype=torch.float64)
-    theta = torch.cat([lin * d / d.view(2, 1), (t / d).unsqueeze(-1)], -1).float()
+    theta = torch.cat([lin * d / d.view(2, 1), (t / d).unsqueeze(-1)], -1).float().to(x.device)  # drawn on the CPU
     # affine_grid's result, laid out (B, 2, H, W): 3x faster to build on CPU, and each coordinate is contiguous,
     # so the per-axis fixes below are fast scalar ops (broadcasting over a last dim of 2 is slow)
-    grid = (theta @ _base_grid(H, W)).view(B, 2, H, W)
+    grid = (theta @ _base_grid(H, W).to(x.device)).view(B, 2, H, W)
     gx, gy = grid[:, 0], grid[:, 1]
     if fill_mode == "wrap":  # fold into one period; a 1-pixel circular pad gives bilinear neighbours across the seam
         for g, size in ((gx, W), (gy, H)):  # (n + 1) size/2 = pixel + 0.5, in [0, size) after the fold
@@ -196,7 +196,7 @@ def _resample(x: torch.Tensor, p: AffineParams, fill_mode: str, cval: float) -> 
 
 
 def _flip_some(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
-    idx = mask.nonzero().flatten()
+    idx = mask.nonzero().flatten().to(x.device)  # the mask is drawn on the CPU; x may be on a GPU
     if not len(idx):
         return x
     out = x.clone()

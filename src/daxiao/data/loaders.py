@@ -5,7 +5,13 @@
     FileLoader     a DataLoader with workers over image files
 
 The shuffle order and the augmentation draws are pure functions of (seed, epoch) in all three, so a
-resumed run sees the same batches. Augmentation runs on the uint8 batch, before normalization, and may
+resumed run sees the same batches. Data-parallel (``shard=(rank, world)``): every rank draws the same
+epoch order and takes its interleaved slice of it, padded so all ranks take the same number of steps (as
+torch's DistributedSampler; an eval loader is not padded, so each sample is scored exactly once), and
+draws its augmentation from its own stream. With ``device`` set to a GPU, in-memory sets are copied there
+once and augmented and normalized there; file batches come through pinned memory with non-blocking copies.
+
+Augmentation runs on the uint8 batch, before normalization, and may
 return soft targets (Mixup/CutMix) in place of the labels.
 """
 
@@ -60,38 +66,97 @@ def _order(n: int, g: torch.Generator, shuffle: bool, weights: torch.Tensor | No
     return torch.randperm(n, generator=g) if shuffle else torch.arange(n)
 
 
-class TensorLoader:
-    """Batches of an in-memory split (images or features) by tensor indexing."""
+Shard = tuple[int, int]  # (rank, world size)
 
-    def __init__(self, split: TensorSplit | FeatureSplit, batch_size: int, preprocess: Preprocess,
-                 shuffle: bool = False, seed: int = 0, drop_last: bool = False, balanced: bool = False,
-                 augment: BatchAugment | None = None):
-        self.split, self.batch_size, self.pre = split, batch_size, preprocess
-        self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
-        self.weights = balanced_weights(split.labels) if balanced else None
-        self.features = isinstance(split, FeatureSplit)
-        assert not (self.features and augment), "features are fixed: there are no pixels to augment"
-        self.augment = augment
+
+def shard_order(order: torch.Tensor, shard: Shard | None, pad: bool = True) -> torch.Tensor:
+    """Rank r's part of an epoch's order: positions r, r + world, ...; with `pad`, the order is first
+    extended by its own head to a multiple of world so every rank gets ceil(n / world) samples."""
+    if shard is None or shard[1] == 1:
+        return order
+    rank, world = shard
+    if pad and len(order) % world:
+        total = math.ceil(len(order) / world) * world
+        order = torch.cat([order] * math.ceil(total / max(len(order), 1)))[:total]
+    return order[rank::world]
+
+
+def shard_len(n: int, shard: Shard | None, pad: bool = True) -> int:
+    if shard is None or shard[1] == 1:
+        return n
+    rank, world = shard
+    return math.ceil(n / world) if pad else len(range(rank, n, world))
+
+
+def augment_generator(seed: int, epoch: int, shard: Shard | None, offset: int = 0) -> torch.Generator | None:
+    """A rank's own augmentation stream when data-parallel (None in one process: the loader's own stream, as
+    before), from (seed, epoch, rank) only."""
+    if shard is None or shard[1] == 1:
+        return None
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch) + offset + 1_000_003 * (shard[0] + 1))
+
+
+class RankSampler(torch.utils.data.Sampler):
+    """A DataLoader's indices for one rank: the order `TensorLoader` draws (shuffled or balanced, from (seed,
+    epoch)), sharded by `shard_order`. torch's DistributedSampler would pad eval sets with repeats (scoring
+    some files twice) and cannot draw balanced classes, hence this one rule for both loaders."""
+
+    def __init__(self, n: int, shard: Shard, shuffle: bool, weights: torch.Tensor | None, seed: int, pad: bool):
+        self.n, self.shard, self.shuffle, self.weights, self.seed, self.pad = n, shard, shuffle, weights, seed, pad
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = len(self.split)
+        return shard_len(self.n, self.shard, self.pad)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(shard_order(_order(self.n, g, self.shuffle, self.weights), self.shard, self.pad).tolist())
+
+
+class TensorLoader:
+    """Batches of an in-memory split (images or features) by tensor indexing."""
+
+    def __init__(self, split: TensorSplit | FeatureSplit, batch_size: int, preprocess: Preprocess,
+                 shuffle: bool = False, seed: int = 0, drop_last: bool = False, balanced: bool = False,
+                 augment: BatchAugment | None = None, shard: Shard | None = None, pad: bool = True,
+                 device: torch.device | None = None):
+        self.split, self.batch_size, self.pre = split, batch_size, preprocess
+        self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
+        self.weights = balanced_weights(split.labels) if balanced else None
+        self.features = isinstance(split, FeatureSplit)
+        assert not (self.features and augment), "features are fixed: there are no pixels to augment"
+        self.augment, self.shard, self.pad = augment, shard, pad
+        self.device = device if device is not None and device.type != "cpu" else None
+        # the whole set on the GPU once: batches are then indexed, augmented and normalized there
+        self.data = split.features if self.features else split.images
+        self.labels = split.labels
+        if self.device is not None:
+            self.data, self.labels = self.data.to(self.device), self.labels.to(self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = shard_len(len(self.split), self.shard, self.pad)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        order = _order(len(self.split), g, self.shuffle, self.weights)
+        order = shard_order(_order(len(self.split), g, self.shuffle, self.weights), self.shard, self.pad)
+        ga = augment_generator(self.seed, self.epoch, self.shard) or g
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            y = self.split.labels[idx]
+            at = idx if self.device is None else idx.to(self.device)
+            y = self.labels[at]
             if self.features:
-                yield Batch(self.split.features[idx], y, idx, "features")
+                yield Batch(self.data[at], y, idx, "features")
                 continue
-            x = self.split.images[idx]
+            x = self.data[at]
             if self.augment is not None:
-                x, y = self.augment(x, y, g)
+                x, y = self.augment(x, y, ga)
             yield Batch(self.pre.normalize(x), y, idx)
 
 
@@ -100,30 +165,41 @@ class FileLoader:
 
     def __init__(self, split: FileSplit, batch_size: int, preprocess: Preprocess, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False, workers: int = 2, balanced: bool = False,
-                 augment: BatchAugment | None = None):
-        self.seed, self.epoch, self.pre, self.augment = seed, 0, preprocess, augment
+                 augment: BatchAugment | None = None, shard: Shard | None = None, pad: bool = True,
+                 device: torch.device | None = None):
+        self.seed, self.epoch, self.pre, self.augment, self.shard = seed, 0, preprocess, augment, shard
+        self.batch_size = batch_size
+        self.device = device if device is not None and device.type == "cuda" else None
         self.generator = torch.Generator()
         ds = ImageFiles(split.files.paths, split.files.labels, preprocess)
         sampler = None
-        if balanced:
-            weights = balanced_weights(torch.tensor(split.files.labels))
+        weights = balanced_weights(torch.tensor(split.files.labels)) if balanced else None
+        if shard is not None and shard[1] > 1:
+            sampler = RankSampler(len(ds), shard, shuffle, weights, seed, pad)
+        elif balanced:
             sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=self.generator)
+        self.sampler = sampler
         self.loader = torch.utils.data.DataLoader(
             ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, drop_last=drop_last,
             num_workers=workers, collate_fn=collate_skip_none, generator=self.generator,
-            persistent_workers=workers > 0)
+            persistent_workers=workers > 0, pin_memory=self.device is not None)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if isinstance(self.sampler, RankSampler):
+            self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
         self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch) + 1)  # augmentation's own stream
+        g = (augment_generator(self.seed, self.epoch, self.shard, offset=1)  # augmentation's own stream
+             or torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch) + 1))
         for x, y, idx in self.loader:
             if len(y):
+                if self.device is not None:  # pinned uint8 batch: the copy overlaps; the rest runs on the GPU
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 if self.augment is not None:  # the same batched tensor path as in-memory sets
                     x, y = self.augment(x, y, g)
                 yield Batch(self.pre.normalize(x), y, idx)
@@ -140,8 +216,12 @@ def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 def make_loader(split: Split, batch_size: int, preprocess: Preprocess, shuffle: bool = False, seed: int = 0,
                 workers: int = 2, drop_last: bool = False, balanced: bool = False,
-                augment: BatchAugment | None = None) -> TensorLoader | FileLoader:
-    """Batches of any split kind (see `Batch`)."""
+                augment: BatchAugment | None = None, shard: Shard | None = None, pad: bool = True,
+                device: torch.device | None = None) -> TensorLoader | FileLoader:
+    """Batches of any split kind (see `Batch`); `shard` = (rank, world) for data-parallel training, `device`
+    where batches are made (in-memory sets and augmentation on a GPU; pinned memory for files)."""
     if isinstance(split, FileSplit):
-        return FileLoader(split, batch_size, preprocess, shuffle, seed, drop_last, workers, balanced, augment)
-    return TensorLoader(split, batch_size, preprocess, shuffle, seed, drop_last, balanced, augment)
+        return FileLoader(split, batch_size, preprocess, shuffle, seed, drop_last, workers, balanced, augment,
+                          shard, pad, device)
+    return TensorLoader(split, batch_size, preprocess, shuffle, seed, drop_last, balanced, augment, shard, pad,
+                        device)

@@ -47,8 +47,9 @@ class Preprocess:
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float32, (x/255 - mean) / std, as one fused multiply-add."""
-        scale = torch.tensor([1 / (255 * s) for s in self.std]).view(1, -1, 1, 1)
-        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std, strict=True)]).view(1, -1, 1, 1)
+        scale = torch.tensor([1 / (255 * s) for s in self.std], device=batch.device).view(1, -1, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std, strict=True)],
+                             device=batch.device).view(1, -1, 1, 1)
         return torch.addcmul(shift, batch.float(), scale)
 
 

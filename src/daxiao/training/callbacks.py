@@ -10,6 +10,9 @@ The loop (`daxiao.training.loop`) calls, in order:
       on_epoch_end(epoch, logs)                    logs in Keras' names: loss, accuracy, val_loss, val_accuracy ...
     on_train_end(logs)
 
+Data-parallel: every rank runs every callback except those with ``rank_zero_only = True`` (the run-folder
+writer, the progress display), which only rank 0 runs; no collective may happen inside one of those.
+
 `self.session` is the running `Session` (its `.model`, `.optimizer`, `.state` with the history so far);
 setting ``self.session.stop_training = True`` ends training after the current batch, as
 ``self.model.stop_training`` does in Keras. Epochs are 0-based in hooks, 1-based in printed lines.
@@ -25,12 +28,14 @@ import torch
 
 from ..console import console, progress_bar
 from ..errors import DaxiaoError
+from .distributed import is_rank_zero
 
 
 class Callback:
     """Override any hook; the defaults do nothing."""
 
     session = None  # set by CallbackList before on_train_begin
+    rank_zero_only = False  # data-parallel: True runs it on rank 0 alone (writing, printing)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -51,11 +56,13 @@ class CallbackList(Callback):
     """Calls each callback's hook in order; `on_train_loss` threads the loss through all of them."""
 
     def __init__(self, callbacks: Iterable[Callback], session=None):
-        self.callbacks = list(callbacks)
-        for c in self.callbacks:
+        callbacks = list(callbacks)
+        for c in callbacks:
             if not isinstance(c, Callback):
                 raise DaxiaoError(f"callbacks must be daxiao.Callback instances (received {type(c).__name__}); "
                                   "subclass daxiao.Callback or use daxiao.LambdaCallback.")
+        zero = is_rank_zero()
+        self.callbacks = [c for c in callbacks if zero or not c.rank_zero_only]
         if session is not None:
             self.set_session(session)
 
@@ -187,6 +194,8 @@ class EarlyStopping(Callback):
 class ProgressBar(Callback):
     """A bar while an epoch trains (loss, accuracy, images/s every 10 steps) and one line per epoch."""
 
+    rank_zero_only = True
+
     def __init__(self, epochs: int):
         self.epochs = epochs
         self.progress = None
@@ -220,4 +229,16 @@ class ProgressBar(Callback):
             self.progress.stop()
 
 
-__all__ = ["Callback", "CallbackList", "EarlyStopping", "History", "LambdaCallback", "ProgressBar", "keras_logs"]
+class RankSeed(Callback):
+    """Data-parallel: each rank's own torch random stream (dropout, stochastic depth), reseeded from (seed,
+    epoch, rank) at every epoch, so ranks differ from each other and a resumed run continues exactly."""
+
+    def __init__(self, seed: int, rank: int):
+        self.seed, self.rank = seed, rank
+
+    def on_epoch_begin(self, epoch, logs=None):
+        torch.manual_seed((self.seed * 100_003 + epoch) * 1_000_003 + self.rank)
+
+
+__all__ = ["Callback", "CallbackList", "EarlyStopping", "History", "LambdaCallback", "ProgressBar", "RankSeed",
+           "keras_logs"]

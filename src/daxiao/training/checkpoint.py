@@ -25,8 +25,10 @@ METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val
                  "epoch_seconds"]
 
 
-def save_train_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler, state: dict) -> None:
-    """Optimizer tensors + torch RNG as tensors; param groups, scheduler and loop state as JSON."""
+def save_train_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler, state: dict,
+                     scaler: torch.amp.GradScaler | None = None) -> None:
+    """Optimizer tensors + torch RNG as tensors; param groups, scheduler, fp16's loss scale and loop state
+    as JSON."""
     opt = optimizer.state_dict()
     tensors = {"rng/torch": torch.get_rng_state()}
     scalars: dict[str, dict] = {}
@@ -38,10 +40,13 @@ def save_train_state(path: str | Path, optimizer: torch.optim.Optimizer, schedul
                 scalars.setdefault(str(idx), {})[k] = v
     meta = {"param_groups": opt["param_groups"], "opt_scalars": scalars,
             "scheduler": scheduler.state_dict(), **state}
+    if scaler is not None:  # scale and growth tracker: plain numbers
+        meta["grad_scaler"] = scaler.state_dict()
     save_tensors(tensors, Path(path), meta)
 
 
-def load_train_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler) -> dict:
+def load_train_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler,
+                     scaler: torch.amp.GradScaler | None = None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DaxiaoError(f"Cannot resume: {path} is missing (the run never finished an epoch).")
@@ -56,20 +61,24 @@ def load_train_state(path: str | Path, optimizer: torch.optim.Optimizer, schedul
         state.setdefault(int(idx), {}).update(s)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     scheduler.load_state_dict(meta["scheduler"])
+    if scaler is not None and meta.get("grad_scaler"):
+        scaler.load_state_dict(meta["grad_scaler"])
     torch.set_rng_state(tensors["rng/torch"])
     return meta
 
 
 class RunWriter(Callback):
     """Writes the run folder: config.yaml at the start, metrics and weights after every epoch, the
-    confusion matrix of the best weights at the end."""
+    confusion matrix of the best weights at the end. Data-parallel, rank 0 alone writes; every rank restores."""
+
+    rank_zero_only = True
 
     def __init__(self, run_dir: str | Path, cfg: RunConfig, meta: dict):
         self.run, self.cfg, self.meta = Path(run_dir), cfg, meta
 
-    def restore(self, model: nn.Module, optimizer, scheduler) -> dict:
-        """Weights, optimizer, schedule, RNG and loop state exactly as they were after the last epoch."""
-        state = load_train_state(self.run / "last.state.safetensors", optimizer, scheduler)
+    def restore(self, model: nn.Module, optimizer, scheduler, scaler=None) -> dict:
+        """Weights, optimizer, schedule, loss scale, RNG and loop state exactly as they were after the last epoch."""
+        state = load_train_state(self.run / "last.state.safetensors", optimizer, scheduler, scaler)
         model.load_state_dict(load_file(str(self.run / "last.safetensors")))
         loop = {k: state[k] for k in ("epoch", "history", "best_val_acc", "best_epoch")}
         return {**loop, "best_state": load_file(str(self.run / "best.safetensors"))}
@@ -89,7 +98,8 @@ class RunWriter(Callback):
         save_weights(s.model, self.run / "last.safetensors", meta)
         if logs.get("improved"):
             save_weights(s.model, self.run / "best.safetensors", meta)
-        save_train_state(self.run / "last.state.safetensors", s.optimizer, s.scheduler, loop.to_json())
+        save_train_state(self.run / "last.state.safetensors", s.optimizer, s.scheduler, loop.to_json(),
+                         getattr(s, "scaler", None))
 
     def on_train_end(self, logs=None):
         s = self.session

@@ -41,6 +41,7 @@ from ..errors import DaxiaoError
 from ..files import atomic_write_json, next_free
 from ..models.saved import load_run
 from .callbacks import Callback
+from .distributed import device_for_rank
 from .loop import evaluate
 from .precision import resolve_device
 from .runs import data_config, default_name, train
@@ -131,9 +132,9 @@ def teacher_data(cfg: RunConfig, pre: Preprocess) -> DataBundle:
 
 @torch.inference_mode()
 def teacher_logits(teacher: nn.Module, split: Split, pre: Preprocess, order: torch.Tensor,
-                   workers: int = 0) -> torch.Tensor:
+                   workers: int = 0, device: torch.device | None = None) -> torch.Tensor:
     """The teacher's logits (data's class order) for every image of `split`, in split order."""
-    device = resolve_device()
+    device = device or resolve_device()
     teacher.to(device).to(memory_format=torch.channels_last)
     out = [teacher(batch.to(device).inputs).float() for batch in make_loader(split, 256, pre, workers=workers)]
     return torch.cat(out)[:, order]
@@ -145,13 +146,13 @@ def can_cache(cfg: RunConfig, bundle: DataBundle) -> bool:
 
 
 def distillation(teacher: nn.Module, bundle: DataBundle, t_bundle: DataBundle, order: torch.Tensor, alpha: float,
-                 temperature: float, cache: bool = True) -> Distillation:
+                 temperature: float, cache: bool = True, device: torch.device | None = None) -> Distillation:
     """The callback for this student's data: cached teacher logits when the data allows, else on the fly."""
-    device = resolve_device()
+    device = device or resolve_device()
     if cache and bundle.in_memory and t_bundle.in_memory:
         # the cache is indexed by the student's sample numbers: both splits must hold the same images
         assert torch.equal(t_bundle.train.targets, bundle.train.targets), "teacher and student splits differ"
-        logits = teacher_logits(teacher, t_bundle.train, t_bundle.preprocess, order)
+        logits = teacher_logits(teacher, t_bundle.train, t_bundle.preprocess, order, device=device)
         return Distillation(alpha, temperature, cache=logits.to(device))
     convert = input_converter(bundle.preprocess, t_bundle.preprocess)
     on_the_fly = _Reordered(teacher.to(device).to(memory_format=torch.channels_last), order)
@@ -201,7 +202,7 @@ def distill(cfg: RunConfig, teacher: str | Path, alpha: float = 0.5, temperature
     bundle = subset(load_data(data_config(cfg, cfg.model.name), cfg.train.seed), *limits, seed=cfg.train.seed)
     model, t_pre, order = load_teacher(teacher, bundle.classes, cfg.data.data)
     t_bundle = subset(teacher_data(cfg, t_pre), *limits, seed=cfg.train.seed)
-    device = resolve_device()
+    device = device_for_rank(cfg.train.device)  # --device; cuda:LOCAL_RANK in a torchrun job
     t_acc = evaluate(_Reordered(model.to(device).to(memory_format=torch.channels_last), order),
                      make_loader(t_bundle.val, 256, t_pre, workers=cfg.data.workers), device=device)["acc"]
     cached = cache and can_cache(cfg, bundle)
@@ -210,7 +211,7 @@ def distill(cfg: RunConfig, teacher: str | Path, alpha: float = 0.5, temperature
     if verbose:
         console.print(f"distilling {teacher} (val acc {t_acc:.4f} on this split) into {cfg.model.name}: alpha "
                       f"{alpha}, T {temperature}, teacher logits {settings['teacher_logits']}")
-    callback = distillation(model, bundle, t_bundle, order, alpha, temperature, cached)
+    callback = distillation(model, bundle, t_bundle, order, alpha, temperature, cached, device)
     result = train(cfg, verbose=verbose, bundle=bundle, callbacks=[callback])
     atomic_write_json(Path(result["run_dir"], "distill.json"), settings)
     return {**result, "distill": settings}

@@ -26,7 +26,8 @@ from ..data.preprocess import Preprocess
 from ..errors import DaxiaoError
 from ..files import atomic_write
 from ..models.head import HEAD_ARGS, TransferModel
-from .precision import autocast, choose_bf16, resolve_device
+from .distributed import device_for_rank
+from .precision import autocast, choose_bf16
 from .session import match_model_to_data
 
 _MEMORY: OrderedDict[str, torch.Tensor] = OrderedDict()  # key -> features, most recent last
@@ -131,7 +132,7 @@ def feature_bundle(model: TransferModel, bundle: DataBundle, cfg: RunConfig, ver
     left out: training never reads it). The preprocessing stays the images' own, saved with the model."""
     t = cfg.train
     bundle = match_model_to_data(model, bundle)  # the weights' normalization, as fit will train the head with
-    model.to(resolve_device()).to(memory_format=torch.channels_last)
+    model.to(device_for_rank(t.device)).to(memory_format=torch.channels_last)
     bf16 = extraction_bf16(t.precision, model, bundle, cfg.data.workers)
     t0 = time.perf_counter()
 

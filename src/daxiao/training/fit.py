@@ -21,7 +21,8 @@ from ..console import console, escape
 from ..data import DataBundle, bundle_from_arrays, load_data
 from ..errors import DaxiaoError
 from ..models.saved import model_meta
-from .callbacks import Callback, CallbackList, EarlyStopping, History, ProgressBar
+from . import distributed
+from .callbacks import Callback, CallbackList, EarlyStopping, History, ProgressBar, RankSeed
 from .checkpoint import RunWriter
 from .loop import LoopState, run
 from .precision import torch_threads
@@ -71,7 +72,7 @@ def fit(model: nn.Module, x=None, y=None, *, cfg: RunConfig | None = None, run_d
     bundle = _bundle(model, x, y, cfg, validation_split, validation_data)
     given_opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
     given_loss = loss if isinstance(loss, nn.Module) or (callable(loss) and not isinstance(loss, str)) else None
-    with torch_threads(cfg.train.threads):
+    with torch_threads(distributed.per_process_threads(cfg.train.threads)):  # N processes share the cores
         s = prepare(model, bundle, cfg, optimizer=given_opt, criterion=_as_module(given_loss))
         return fit_session(s, bundle, cfg, run_dir, verbose, callbacks)
 
@@ -83,7 +84,7 @@ def fit_session(s: Session, bundle: DataBundle, cfg: RunConfig, run_dir: str | P
     t, model = cfg.train, s.model
     writer = RunWriter(run_dir, cfg, model_meta(model, bundle.classes, s.preprocess)) if run_dir else None
     if writer and cfg.resume:
-        s.state = LoopState(**writer.restore(model, s.optimizer, s.scheduler))
+        s.state = LoopState(**writer.restore(model, s.optimizer, s.scheduler, s.scaler))
     if s.state.epoch >= t.epochs:
         raise DaxiaoError(f"{run_dir} already finished {s.state.epoch} of {t.epochs} epochs; pass a larger --epochs.")
     if verbose:
@@ -96,6 +97,8 @@ def fit_session(s: Session, bundle: DataBundle, cfg: RunConfig, run_dir: str | P
         own.append(writer)
     if t.patience:
         own.append(EarlyStopping("val_accuracy", t.patience, verbose=bool(verbose)))
+    if distributed.is_distributed():
+        own.append(RankSeed(t.seed, distributed.rank()))
     state = run(s, t.epochs, CallbackList([*own, *(callbacks or [])]))
     history.summary = {"history": state.history, "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
                        "train_seconds": sum(r["epoch_seconds"] for r in state.history),
@@ -145,7 +148,7 @@ def describe(model: nn.Module, bundle: DataBundle, s: Session) -> None:
     resuming = f", resuming at epoch {start + 1}" if start else ""
     console.print(f"[bold]{escape(name)}[/] on {escape(bundle.source)}: {len(bundle.train)} train / {val} images, "
                   f"{len(bundle.classes)} classes, {pre.channels}x{pre.image_size}x{pre.image_size}, "
-                  f"{'bf16' if s.bf16 else 'fp32'} on {s.device}{resuming}")
+                  f"{'fp16' if s.fp16 else 'bf16' if s.bf16 else 'fp32'} on {s.device}{_ranks(s)}{resuming}")
     counts = bundle.class_counts()
     if len(counts) <= 20:
         console.print("class counts (train): " + ", ".join(f"{k}={v}" for k, v in counts.items()), markup=False)
@@ -153,3 +156,11 @@ def describe(model: nn.Module, bundle: DataBundle, s: Session) -> None:
         path, why = bundle.skipped[0]
         console.print(f"[yellow]skipped {len(bundle.skipped)} unreadable image file(s)[/], e.g. "
                       f"{escape(str(path))} ({why})")
+
+
+def _ranks(s: Session) -> str:
+    if not distributed.is_distributed():
+        return ""
+    n = distributed.world_size()
+    return (f" x {n} processes (global batch {s.train_loader.batch_size * n} = {s.train_loader.batch_size} per "
+            f"process x {n}, {torch.get_num_threads()} thread(s) each)")

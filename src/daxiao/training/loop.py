@@ -18,6 +18,7 @@ from torch import nn
 
 from ..data import Batch
 from .callbacks import Callback, CallbackList, keras_logs
+from .distributed import all_reduce_sum
 from .losses import build_criterion
 from .precision import autocast
 
@@ -35,16 +36,22 @@ def train_one_epoch(session, callbacks: Callback | None = None) -> dict:
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
     seen, t0 = 0, time.perf_counter()
+    net, fp16, scaler = s.net, getattr(s, "fp16", False), getattr(s, "scaler", None)  # net: DDP/compiled, if so
     for step, batch in enumerate(s.train_loader):
         batch = batch.to(s.device, non_blocking=True)
         cbs.on_train_batch_begin(step, {"batch": batch})
-        with autocast(s.device, s.bf16):
-            logits = forward(s.model, batch)
+        with autocast(s.device, s.bf16, fp16):
+            logits = forward(net, batch)
             loss = s.criterion(logits.float(), batch.targets)
             loss = cbs.on_train_loss(batch, logits, loss)
         s.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        s.optimizer.step()
+        if scaler is None:
+            loss.backward()
+            s.optimizer.step()
+        else:  # fp16: scaled backward; the step is skipped (and the scale lowered) when gradients overflowed
+            scaler.scale(loss).backward()
+            scaler.step(s.optimizer)
+            scaler.update()
         s.scheduler.step()  # per step, not per epoch: warmup and one-cycle need the resolution
         n = len(batch)
         loss_sum += loss.detach() * n  # summed on the tensor: no host sync per step
@@ -55,15 +62,17 @@ def train_one_epoch(session, callbacks: Callback | None = None) -> dict:
         if s.stop_training:
             break
     dt = time.perf_counter() - t0
-    return {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1),
+    loss_sum, correct, seen = all_reduce_sum(loss_sum, correct, seen)  # over all ranks (data-parallel)
+    return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1),
             "images_per_s": seen / dt, "seconds": dt}
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, criterion: nn.Module | None = None, bf16: bool = False,
-             device: torch.device | None = None, collect: bool = False) -> dict:
+             device: torch.device | None = None, collect: bool = False, fp16: bool = False) -> dict:
     """Loss, accuracy and top-5 (with >= 5 classes) over `loader`; `collect` adds labels, probabilities and
-    the sample index of each row (files that failed to decode are missing from all three)."""
+    the sample index of each row (files that failed to decode are missing from all three). A loader
+    sharded over ranks gives sums over all of them (every rank must call this then)."""
     device = device or next(model.parameters()).device
     criterion = criterion or build_criterion()
     model.eval()
@@ -72,7 +81,7 @@ def evaluate(model: nn.Module, loader, criterion: nn.Module | None = None, bf16:
     for batch in loader:
         batch = batch.to(device)
         labels = batch.targets
-        with autocast(device, bf16):
+        with autocast(device, bf16, fp16):
             logits = forward(model, batch).float()
         loss_sum += criterion(logits, labels).item() * len(labels)
         correct += (logits.argmax(1) == labels).sum().item()
@@ -84,6 +93,9 @@ def evaluate(model: nn.Module, loader, criterion: nn.Module | None = None, bf16:
             all_labels.append(labels.cpu())
             all_probs.append(logits.softmax(1).cpu())
             all_index.append(batch.index.cpu())
+    shard = getattr(loader, "shard", None)
+    if shard is not None and shard[1] > 1 and not collect:
+        loss_sum, correct, top5, seen = all_reduce_sum(loss_sum, correct, top5, seen)
     out = {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1)}
     if num_classes >= 5:
         out["top5"] = top5 / seen

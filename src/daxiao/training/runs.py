@@ -21,6 +21,7 @@ from ..files import check_new_folder, next_free
 from ..models import create_model, model_info
 from ..models.head import TransferModel, head_kwargs
 from ..models.pretrained import load_weights, weights_input_size
+from . import distributed
 from .callbacks import Callback
 from .fit import fit
 from .transfer import train_transfer
@@ -88,7 +89,8 @@ def train(cfg: RunConfig, verbose: bool = True, bundle: DataBundle | None = None
     (if larger) extends it. `bundle`: data already loaded for this config (compare loads it once for
     every model); `callbacks` join the loop (distillation's teacher)."""
     cfg.validate()
-    run = run_folder(cfg)
+    distributed.setup(cfg.train.device, cfg.train.threads)  # in a torchrun job: join it before choosing the folder
+    run = distributed.on_rank_zero(lambda: run_folder(cfg))  # one folder, chosen once, for every rank
     if cfg.resume:
         saved = load_yaml(run / "config.yaml")
         apply_overrides(saved, {"epochs": max(cfg.train.epochs, saved.train.epochs), "resume": True,

@@ -10,13 +10,14 @@ import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..data import Batch, DataBundle, Preprocess, make_loader
+from ..data import Batch, DataBundle, FeatureSplit, Preprocess, make_loader
 from ..data.augment import build_augment
 from ..errors import DaxiaoError
+from . import distributed
 from .loop import LoopState, evaluate, forward
 from .losses import build_criterion, class_weights
 from .optim import build_optimizer, build_scheduler
-from .precision import autocast, choose_bf16, resolve_device
+from .precision import autocast, choose_bf16, grad_scaler
 
 
 @dataclass
@@ -33,9 +34,21 @@ class Session:
     classes: list[str]
     state: LoopState = field(default_factory=LoopState)
     stop_training: bool = False     # a callback sets it to end training after the current batch
+    fp16: bool = False              # fp16 autocast, with `scaler`
+    scaler: torch.amp.GradScaler | None = None  # fp16's loss scaler; its state is checkpointed
+    train_model: nn.Module | None = None  # what the training step calls: `model` in DDP and/or torch.compile
+    val_full: object | None = None  # data-parallel: the whole val set on one rank (the confusion matrix)
+
+    @property
+    def net(self) -> nn.Module:
+        """The module the training step runs (`model` itself unless wrapped); `model` is what is saved."""
+        return self.model if self.train_model is None else self.train_model
 
     def evaluate(self, collect: bool = False) -> dict:
-        return evaluate(self.model, self.val_loader, self.criterion, self.bf16, self.device, collect)
+        """Val metrics; data-parallel, each rank scores its shard and the sums are reduced (`collect`, which
+        rank 0 alone asks for, scores the whole set here instead)."""
+        loader = self.val_full if collect and self.val_full is not None else self.val_loader
+        return evaluate(self.model, loader, self.criterion, self.bf16, self.device, collect, fp16=self.fp16)
 
 
 def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, optimizer: torch.optim.Optimizer | None = None,
@@ -45,23 +58,35 @@ def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, optimizer: tor
     when given, are used as they are instead of the ones the config names."""
     t = cfg.train
     bundle = match_model_to_data(model, bundle)
-    device, pre = resolve_device(), bundle.preprocess
+    device, pre = distributed.setup(t.device, t.threads), bundle.preprocess  # torchrun job: joins its group
+    shard = (distributed.rank(), distributed.world_size()) if distributed.is_distributed() else None
     model.to(device).to(memory_format=torch.channels_last)  # measured ~2x faster convs on CPU (oneDNN)
     augment = build_augment(cfg.data.augment, len(bundle.classes))  # on uint8 batches, before normalization
     train_loader = make_loader(bundle.train, t.batch_size, pre, shuffle=True, seed=t.seed, workers=cfg.data.workers,
-                               balanced=cfg.data.balanced_sampling, augment=augment)
-    val_loader = None
+                               balanced=cfg.data.balanced_sampling, augment=augment, shard=shard, device=device)
+    val_loader = val_full = None
     if bundle.val is not None:  # never augmented
-        val_loader = make_loader(bundle.val, max(256, 2 * t.batch_size), pre, workers=cfg.data.workers)
+        val_bs = max(256, 2 * t.batch_size)
+        val_loader = make_loader(bundle.val, val_bs, pre, workers=cfg.data.workers, shard=shard, pad=False,
+                                 device=device)
+        if shard is not None:
+            val_full = make_loader(bundle.val, val_bs, pre, workers=cfg.data.workers, device=device)
     if criterion is None:
         counts = list(bundle.class_counts().values())
         criterion = build_criterion(t.loss, class_weights(t.class_weight, counts))
     criterion = criterion.to(device)
     optimizer = optimizer or build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), t.epochs)
-    bf16 = choose_bf16(t.precision, device, _train_step(model, train_loader, criterion, device))
+    # one decision for all ranks: rank 0 times, the others take its answer
+    bf16 = distributed.on_rank_zero(lambda: choose_bf16(t.precision, device,
+                                                        _train_step(model, train_loader, criterion, device)))
+    fp16 = t.precision == "fp16"
+    net = distributed.wrap(model, device, features=isinstance(bundle.train, FeatureSplit))
+    if t.compile:
+        net = torch.compile(net)  # the training forward only; evaluation runs the plain module
     return Session(model, train_loader, val_loader, criterion, optimizer, scheduler, bf16, device, pre,
-                   list(bundle.classes))
+                   list(bundle.classes), fp16=fp16, scaler=grad_scaler(device, fp16),
+                   train_model=None if net is model else net, val_full=val_full)
 
 
 def _train_step(model: nn.Module, loader, criterion: nn.Module, device: torch.device):

@@ -120,3 +120,27 @@ def write_outputs(study: optuna.Study, space: dict[str, Param], base: RunConfig,
             console.print("[yellow]no trial completed[/]: see trials.csv for why")
         console.print("wrote " + ", ".join(str(f) for f in out["files"]))
     return out
+
+
+def report_study(storage_url: str | None, study_name: str | None, folder: Path, verbose: bool = True) -> dict:
+    """The leaderboard, trials.csv, best.yaml and plots of a study as its storage holds it now, from any
+    machine (`daxiao tune --storage URL --study NAME --report`); a study still running is reported so far."""
+    from ..errors import DaxiaoError
+    from .space import Param
+    from .storage import open_storage
+
+    storage = open_storage(storage_url, folder)
+    names = [s.study_name for s in storage.get_all_studies()]
+    if study_name is None and len(names) == 1:
+        study_name = names[0]
+    if study_name not in names:
+        raise DaxiaoError(f"No study {study_name!r} in {storage_url or folder / 'study.journal'}; it holds: "
+                          f"{', '.join(names) or 'no study'}. Pass --study NAME.")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    config = study.user_attrs.get("daxiao_config")
+    base = RunConfig.from_dict(config) if config else RunConfig()
+    saved = (study.user_attrs.get("daxiao_recipe") or {}).get("space")
+    names = list(saved) if saved else sorted({k for t in study.get_trials(deepcopy=False) for k in t.params})
+    space = {k: Param(k) for k in names}  # the report needs the names only
+    folder.mkdir(parents=True, exist_ok=True)
+    return {**write_outputs(study, space, base, folder, verbose), "study": study_name, "folder": str(folder)}

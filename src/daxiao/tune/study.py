@@ -9,8 +9,10 @@ parallel writers; any database URL Optuna accepts with --storage). This module w
 from __future__ import annotations
 
 import copy
+import json
 import multiprocessing
 import os
+import socket
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -26,6 +28,7 @@ from ..errors import DaxiaoError, check_choice
 from ..files import check_new_folder, next_free
 from .cv import FoldCache, cross_validate
 from .space import Param, apply_params, check_space, grid_size, parse_space
+from .storage import HEARTBEAT_S, ClaimLock, fail_stale, heartbeat_on, open_storage
 
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("median", "halving", "hyperband", "none")
@@ -44,33 +47,14 @@ class TuneSettings:
     storage: str | None = None  # Optuna storage URL; None: a journal file in the study folder
     study: str | None = None    # study name in the storage; None: the study folder's name
     timeout: float | None = None  # minutes; no new trial starts after it
+    heartbeat: int = HEARTBEAT_S  # database storages: seconds between a running trial's heartbeats; a trial
+    #                               silent for twice that is failed and retried by another worker
 
     def n_trials(self, space: dict[str, Param]) -> int:
         return self.trials or (grid_size(space) if self.sampler == "grid" else 20)
 
 
-# ---- storage, sampler, pruner ------------------------------------------------------------------------------
-def open_storage(url: str | None, folder: Path) -> optuna.storages.BaseStorage:
-    """A journal file in `folder` by default; `url` with '://' is a database Optuna opens (sqlite, postgresql,
-    mysql), anything else a journal file path. Opened and queried here so a bad URL fails before training."""
-    try:
-        if url and "://" in url:
-            storage = optuna.storages.RDBStorage(url)
-        else:
-            path = Path(url) if url else folder / "study.journal"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-            # The open-lock works on file systems without symlinks too (network mounts shared by workers).
-            backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-            storage = optuna.storages.JournalStorage(backend)
-        storage.get_all_studies()
-    except Exception as e:  # any driver's error: name the URL and the reason, in one line
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DaxiaoError(f"Cannot open the study storage {url or folder / 'study.journal'}: {reason}") from None
-    return storage
-
-
+# ---- sampler, pruner ---------------------------------------------------------------------------------------
 def make_sampler(name: str, space: dict[str, Param], seed: int) -> optuna.samplers.BaseSampler:
     if name == "grid":
         return optuna.samplers.GridSampler({p.name: p.grid_values() for p in space.values()}, seed=seed)
@@ -123,8 +107,12 @@ def _record(trial: optuna.Trial, r: dict) -> None:
     trial.set_user_attr("rss_mb", round(rss_mb(), 1))  # after the trial's models were freed
 
 
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
 def make_objective(base: RunConfig, space: dict[str, Param], cache: FoldCache):
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", WORKER)  # which machine and process: a shared study's trials come from many
         params = {name: suggest(trial, p) for name, p in space.items()}
         if (seen := _same_params(trial, params)) is not None:  # training is seeded: the result would not change
             return _reuse(trial, seen)
@@ -225,7 +213,7 @@ def _work(base_dict: dict, settings_dict: dict, folder: str, worker: int, thread
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base, settings = RunConfig.from_dict(base_dict), TuneSettings(**settings_dict)
     space = parse_space(settings.space)
-    storage = open_storage(settings.storage, Path(folder))
+    storage = open_storage(settings.storage, Path(folder), settings.heartbeat)
     # Random and TPE workers must not draw the same sequence; grid workers must share one seed, as the grid's
     # order (trial number -> grid point) is shuffled by it.
     seed = base.train.seed + (0 if settings.sampler == "grid" else 1000 * worker)
@@ -234,15 +222,30 @@ def _work(base_dict: dict, settings_dict: dict, folder: str, worker: int, thread
                               pruner=make_pruner(settings.pruner, max_epochs(base, space)))
     objective, n = make_objective(base, space, cache or FoldCache(settings.cv)), settings.n_trials(space)
     callbacks = [print_trial] if verbose else []
+    claim, beating = ClaimLock(settings.storage, Path(folder), settings.study), heartbeat_on(storage)
+
+    def claimed(trial: optuna.Trial) -> float:  # the trial exists now: other workers may count and claim again
+        claim.release()
+        return objective(trial)
+
     while deadline is None or time.time() < deadline:
-        trials = study.get_trials(deepcopy=False)
-        if sum(counts_toward_budget(t) for t in trials) >= n and not any(t.state == TrialState.WAITING
-                                                                         for t in trials):
-            break
-        if settings.sampler == "grid" and study.sampler.is_exhausted(study) and not any(
-                t.state == TrialState.WAITING for t in trials):
-            break
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+        claim.acquire()
+        try:
+            if beating:
+                fail_stale(study)  # a killed worker's trial: failed, and queued again by the retry callback
+            trials = study.get_trials(deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            spent = sum(counts_toward_budget(t) for t in trials) >= n or (
+                settings.sampler == "grid" and study.sampler.is_exhausted(study))
+            if spent and not waiting:
+                if beating and any(t.state == TrialState.RUNNING for t in trials):
+                    claim.release()  # other workers' trials still run: if one dies, its retry is ours to run
+                    time.sleep(min(settings.heartbeat, 2))  # a query every 2 s: nothing for the database
+                    continue
+                break
+            study.optimize(claimed, n_trials=1, catch=(Exception,), callbacks=callbacks)
+        finally:
+            claim.release()
 
 
 def _worker_entry(*args) -> None:  # a spawned process: DaxiaoError and Ctrl-C end it quietly
@@ -267,6 +270,32 @@ def worker_threads(jobs: int, threads: int | None) -> int:
                       "per worker[/]")
         return fair
     return threads or fair
+
+
+def recipe(settings: TuneSettings, space: dict[str, Param], base: RunConfig) -> dict:
+    """What every worker of one study must share: the space, the search, and the base config (less where each
+    machine keeps its files and how many threads it has)."""
+    config = base.to_dict()
+    for k in ("project", "name", "exist_ok", "resume"):
+        config.pop(k, None)
+    config["train"].pop("threads", None)
+    r = {"space": {k: asdict(p) for k, p in space.items()}, "sampler": settings.sampler, "cv": settings.cv,
+         "pruner": settings.pruner, "trials": settings.trials, "config": config}
+    return json.loads(json.dumps(r))  # as the storage gives it back: tuples as lists
+
+
+def join(study: optuna.Study, settings: TuneSettings, space: dict[str, Param], base: RunConfig) -> None:
+    """Record the study's recipe (for --report on any machine), or check that this worker runs the same one."""
+    mine = recipe(settings, space, base)
+    theirs = study.user_attrs.get("daxiao_recipe")
+    if theirs is None:
+        study.set_user_attr("daxiao_recipe", mine)
+        study.set_user_attr("daxiao_config", json.loads(json.dumps(base.to_dict())))
+    elif theirs != mine:
+        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        raise DaxiaoError(f"Study {settings.study} in {settings.storage or 'the journal'} was started with other "
+                          f"settings ({', '.join(diff)} differ); join it with the same command, or pass another "
+                          "--study.")
 
 
 def study_folder(base: RunConfig, resume: bool) -> Path:
@@ -320,12 +349,15 @@ def tune(base: RunConfig, settings: TuneSettings, verbose: bool = True) -> dict:
     cache.folds(base)  # the data loads and the folds fit (--cv vs class sizes) before training
     settings.study = settings.study or folder.name
     folder.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(settings.storage, folder)
+    storage = open_storage(settings.storage, folder, settings.heartbeat)
     (folder / "tune.yaml").write_text(yaml.safe_dump({"settings": asdict(settings), "config": base.to_dict()},
                                                      sort_keys=False))
     study = optuna.create_study(study_name=settings.study, storage=storage, direction="maximize",
-                                load_if_exists=True)
-    if resume and (rerun := requeue_cut_off(study, space)) and verbose:
+                                load_if_exists=True)  # a worker on another machine may have created it first
+    join(study, settings, space, base)
+    if resume and heartbeat_on(storage):  # other workers may be running: fail only the trials that stopped beating
+        fail_stale(study)
+    elif resume and (rerun := requeue_cut_off(study, space)) and verbose:
         console.print(f"resuming {settings.study}: re-running cut-off trial(s) {', '.join(map(str, rerun))}")
     if verbose:
         done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
