@@ -81,7 +81,7 @@ def bundle_dir(path: str | Path) -> Path | None:
     p = Path(path)
     if p.is_dir():
         return p if (p / META_FILE).is_file() else None
-    if p.name == META_FILE or (p.suffix in (".onnx", ".ts") and (p.parent / META_FILE).is_file()):
+    if p.is_file() and (p.name == META_FILE or (p.suffix in (".onnx", ".ts") and (p.parent / META_FILE).is_file())):
         return p.parent
     return None
 

@@ -10,12 +10,15 @@ ONNX: `torch.onnx.export(dynamo=True)`, the torch.export-based exporter (the Tor
 deprecated since torch 2.9), with a dynamic batch axis and opset 18, which onnxruntime >= 1.14 runs.
 TorchScript: `torch.jit.trace`, because the zoo's models are static graphs (no data-dependent control
 flow), and trace accepts every timm/torchvision model where `torch.jit.script` rejects some of their
-Python; the parity check would catch a trace that missed a branch.
+Python; the parity check would catch a trace that missed a branch. TorchScript is deprecated from torch
+2.10 on but is still what libtorch (C++) and mobile runtimes load; ONNX is the recommended format, and
+the only one the torch-free runtime runs.
 """
 
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,7 +55,8 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
 
 
 def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "jit.trace is deprecated" (torch >= 2.10); see the docstring
         traced = torch.jit.trace(model, example, check_trace=False)  # parity below is the stronger check
     traced.save(str(path))
     return path
@@ -65,7 +69,8 @@ def validation_data(run: LoadedRun, data: str | None, data_dir: str | None, n_va
     pre = run.preprocess
     if data is None:
         if run.config is None:
-            raise DaxiaoError(f"{run.path} does not record its training data, which the parity check needs; "
+            need = "the parity check and int8 calibration need" if n_calib else "the parity check needs"
+            raise DaxiaoError(f"{run.path} does not record its training data, which {need}; "
                               "pass --data with labelled images of its classes.")
         cfg = replace(run.config.data, augment="none", workers=0, data_dir=data_dir or run.config.data.data_dir)
         bundle, seed, where = load_data(cfg, run.config.train.seed, preprocess=pre), run.config.train.seed, cfg.data

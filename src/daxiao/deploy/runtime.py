@@ -114,7 +114,11 @@ def torchscript_engine(path: Path, pre: Preprocess, classes: list[str], name: st
     except ImportError:
         raise DaxiaoError(f"{path} is a TorchScript bundle, which needs torch; export with --format onnx for "
                           "the torch-free runtime.") from None
-    module = torch.jit.load(str(path), map_location="cpu").eval()
+    import warnings
+
+    with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated; the format is still what
+        warnings.simplefilter("ignore", FutureWarning)  # libtorch (C++) and older runtimes load
+        module = torch.jit.load(str(path), map_location="cpu").eval()
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -225,7 +229,7 @@ def predict_files(engine: Engine, inputs: list[str | Path], k: int = 5, batch_si
     return results
 
 
-def measure_latency(engine: Engine, batch: int = 1, runs: int = 50, warmup: int = 5, budget_s: float = 3.0) -> dict:
+def measure_latency(engine: Engine, batch: int = 1, runs: int = 50, warmup: int = 5, budget_s: float = 1.0) -> dict:
     """Median and p95 of `runs` timed calls on a random batch (stops early after `budget_s`)."""
     p = engine.preprocess
     x = np.random.default_rng(0).standard_normal((batch, p.channels, p.image_size, p.image_size), dtype=np.float32)
