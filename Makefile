@@ -1,13 +1,15 @@
 # make demo  - set up .venv and compare a small and a big model on the embedded digits set
 # make test  - set up .venv and run the test suite
 # make test-fast - the same, without the tests marked slow
+# make deploy-check - a bundle predicted, evaluated and served from a fresh venv without torch (needs PyPI)
 # Works offline: torch/torchvision come from the local wheel cache where this machine has one.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-fast lint setup clean
+
+.PHONY: demo test test-fast lint setup clean deploy-check
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +28,8 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+deploy-check: setup
+	BIN=$(BIN) .ci/deploy-check
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks examples

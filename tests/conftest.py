@@ -50,3 +50,43 @@ def image_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def runs(tmp_path: Path) -> Path:
     return tmp_path / "runs"
+
+
+def train_run(root: Path, name: str, model: str, epochs: int = 1, **overrides) -> Path:
+    """A real run folder on the embedded digits set (config, metrics, best weights), trained briefly."""
+    import daxiao
+    from daxiao.config import RunConfig
+
+    cfg = RunConfig.from_dict({"project": str(root), "name": name, "model": model, "epochs": epochs,
+                               "precision": "fp32", "batch_size": 64, "lr": 3e-3, **overrides}).validate()
+    daxiao.train(cfg, verbose=False)
+    return root / name
+
+
+def seeded_run(root: Path, name: str, model: str, image_size: int = 16, channels: int = 3, **model_args) -> Path:
+    """A run folder whose best.safetensors is a seeded, untrained `model` for digits at `image_size`:
+    enough to test that an export computes what PyTorch computes, without minutes of training."""
+    from daxiao.config import RunConfig
+    from daxiao.data.preprocess import Preprocess
+    from daxiao.models import create_model
+    from daxiao.models.saved import model_meta, save_weights
+
+    torch.manual_seed(0)
+    m = create_model(model, num_classes=10, in_chans=channels, input_size=image_size, **model_args).eval()
+    cfg = RunConfig.from_dict({"model": model, "image_size": image_size, "channels": channels, "name": name,
+                               "project": str(root)}).validate()
+    pre = Preprocess(image_size, channels, "squash", (0.3,) * channels, (0.4,) * channels)
+    meta = model_meta(m, [str(i) for i in range(10)], pre, epoch=0, val_acc=None, config=cfg.to_dict())
+    save_weights(m, root / name / "best.safetensors", meta)
+    return root / name
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, ONNX bundle) of a seed-cnn trained 4 epochs on digits: shared by the deploy tests."""
+    from daxiao.deploy.export import export_run
+
+    root = tmp_path_factory.mktemp("deploy")
+    run = train_run(root / "runs", "seed", "seed-cnn", epochs=4)
+    export_run(run, "onnx", root / "bundle")
+    return run, root / "bundle"

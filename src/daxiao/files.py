@@ -70,3 +70,8 @@ def check_new_folder(path: Path, exist_ok: bool, what: str = "Run folder", fix: 
     if path.exists() and any(path.iterdir()) and not exist_ok:
         raise DaxiaoError(f"{what} {path} exists; {fix}.")
     return path
+
+
+def csv_safe(text: str) -> str:
+    """A cell a spreadsheet shows as text: a leading = + - @ (a formula) gets a quote mark in front."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

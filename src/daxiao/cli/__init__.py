@@ -13,9 +13,9 @@ import sys
 from ..console import console as err
 from ..console import escape
 from ..errors import DaxiaoError
-from . import comparing, inspect, training
+from . import comparing, deploy, inspect, training
 
-GROUPS = (training, inspect, comparing)
+GROUPS = (training, inspect, comparing, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,17 +8,25 @@ import json
 from rich.table import Table
 
 from ..console import out
+from .deploy import add_runtime_flags
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..inference.report import evaluate_model
-    from ..models.saved import resolve_weights
+    from ..deploy.runtime import is_deploy_source
 
-    weights = resolve_weights(args.weights)
-    out_dir = args.out or (weights.parent / f"eval-{args.split}" if Path(args.weights).is_dir() else None)
-    r = evaluate_model(weights, args.data, args.split, out_dir, args.batch_size, args.data_dir, args.workers)
+    if is_deploy_source(args.weights):  # a bundle or .onnx: onnxruntime, no torch
+        from .deploy import evaluate_bundle
+
+        r = evaluate_bundle(args)
+    else:
+        from ..inference.report import evaluate_model
+        from ..models.saved import resolve_weights
+
+        weights = resolve_weights(args.weights)
+        out_dir = args.out or (weights.parent / f"eval-{args.split}" if Path(args.weights).is_dir() else None)
+        r = evaluate_model(weights, args.data, args.split, out_dir, args.batch_size, args.data_dir, args.workers)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -35,6 +43,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from ..deploy.runtime import is_deploy_source
+
+    if is_deploy_source(args.weights):  # a bundle or .onnx: onnxruntime, no torch
+        from .deploy import predict_bundle
+
+        return predict_bundle(args)
     from ..inference.predict import predict
 
     results = predict(args.weights, args.images, top_k=args.top_k)
@@ -121,7 +135,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     e = sub.add_parser("evaluate", help="accuracy, per-class metrics, confusion matrix, predictions.csv")
-    e.add_argument("weights", metavar="RUN_OR_WEIGHTS")
+    e.add_argument("weights", metavar="RUN_BUNDLE_OR_ONNX")
     e.add_argument("--data", help="built-in name, folder or CSV (default: the data it was trained on)")
     e.add_argument("--data-dir")
     e.add_argument("--split", default="test", choices=["train", "val", "test"],
@@ -130,13 +144,15 @@ def add_commands(sub) -> None:
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--workers", type=int, default=2)
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_runtime_flags(e)
     e.set_defaults(fn=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="top-k classes for images or folders of images")
-    pr.add_argument("weights", metavar="RUN_OR_WEIGHTS")
+    pr.add_argument("weights", metavar="RUN_BUNDLE_OR_ONNX")
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     pr.add_argument("--top-k", type=int, default=5)
     pr.add_argument("--json", action="store_true", help="machine-readable output")
+    add_runtime_flags(pr)
     pr.set_defaults(fn=cmd_predict)
 
     em = sub.add_parser("embed", help="pooled backbone features of a data set, as .npy, for use elsewhere",

@@ -1,14 +1,32 @@
 """Datasets -> splits -> loaders -> `Batch`es. Small built-in sets live in memory as uint8 tensors and are
 batched on tensors; image folders and CSV lists go through a DataLoader with workers. Every loader
-yields `Batch`es of normalized inputs, so the training loop cannot tell the sources apart."""
+yields `Batch`es of normalized inputs, so the training loop cannot tell the sources apart.
 
-from .arrays import bundle_from_arrays, to_uint8_images
-from .builtin import BUILTIN
-from .bundle import DataBundle, FeatureSplit, FileSplit, Split, TensorSplit, channel_stats, stratified_split, subset
-from .load import load_data
-from .loaders import Batch, FileLoader, TensorLoader, epoch_seed, make_loader
-from .preprocess import Preprocess
+The names below are imported on first use (PEP 562): `import daxiao.data.decode` or `.preprocess` (the
+torch-free modules the ONNX runtime uses) must not import torch through this package's __init__.
+"""
 
-__all__ = ["BUILTIN", "Batch", "DataBundle", "FeatureSplit", "FileLoader", "FileSplit", "Preprocess", "Split",
-           "TensorLoader", "TensorSplit", "bundle_from_arrays", "channel_stats", "epoch_seed", "load_data",
-           "make_loader", "stratified_split", "subset", "to_uint8_images"]
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "bundle_from_arrays": "arrays", "to_uint8_images": "arrays", "BUILTIN": "builtin",
+    "DataBundle": "bundle", "FeatureSplit": "bundle", "FileSplit": "bundle", "Split": "bundle",
+    "TensorSplit": "bundle", "channel_stats": "bundle", "stratified_split": "bundle", "subset": "bundle",
+    "load_data": "load", "Batch": "loaders", "FileLoader": "loaders", "TensorLoader": "loaders",
+    "epoch_seed": "loaders", "make_loader": "loaders", "Preprocess": "preprocess",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'daxiao.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]

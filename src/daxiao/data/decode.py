@@ -2,17 +2,23 @@
 predict, serving) opens images here, so a rule about bad files is made once and holds everywhere.
 
 `open_image` raises `BadImage` with a short reason for anything that is not a usable picture; callers
-skip and count those, never crash on them.
+skip and count those, never crash on them. It takes a path or, for uploads, the bytes themselves.
+No torch at import: the torch-free runtime (daxiao.deploy) decodes through here too.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 from PIL import Image
 
 from .preprocess import Preprocess
+
+if TYPE_CHECKING:
+    import torch
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
@@ -21,19 +27,36 @@ class BadImage(Exception):
     """A file that cannot be used as an image; `str(e)` is the reason, for the skipped-files report."""
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """The fully decoded image at `path` (its pixels loaded: a truncated file fails here, not later)."""
-    path = Path(path)
+class TooManyPixels(BadImage):
+    """An image whose header declares more pixels than allowed (a decompression bomb, or just too big)."""
+
+
+def open_image(source: str | Path | bytes, max_pixels: int | None = None) -> Image.Image:
+    """The fully decoded image at `source`, a path or the file's bytes (its pixels loaded: a truncated file
+    fails here, not later). `max_pixels` refuses larger images from their header, before decoding; Pillow's
+    own decompression-bomb limit (Image.MAX_IMAGE_PIXELS) applies either way."""
     try:
-        if path.stat().st_size == 0:
-            raise BadImage("zero-byte file")
-        with Image.open(path) as im:
+        if isinstance(source, bytes | bytearray | memoryview):
+            if len(source) == 0:
+                raise BadImage("empty upload (zero bytes)")
+            opened = Image.open(io.BytesIO(source))
+        else:
+            path = Path(source)
+            if path.stat().st_size == 0:
+                raise BadImage("zero-byte file")
+            opened = Image.open(path)
+        with opened as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise TooManyPixels(f"too many pixels ({w}x{h}; the limit is {max_pixels:,})")
             im.load()
             return im.copy()  # the copy outlives the closed file; EXIF (in .info) comes with it
     except BadImage:
         raise
     except FileNotFoundError:
         raise BadImage("missing file") from None
+    except Image.DecompressionBombError:
+        raise TooManyPixels(f"too many pixels (over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,})") from None
     except Exception as e:  # Pillow raises several types for bad data (UnidentifiedImageError, OSError, ...)
         raise BadImage(f"unreadable ({type(e).__name__})") from None
 
@@ -47,6 +70,11 @@ def check_file(path: str | Path) -> tuple[str | None, bool]:
     return None, im.mode in GREY_MODES
 
 
+def decode_array(source: str | Path | bytes, pre: Preprocess, max_pixels: int | None = None) -> np.ndarray:
+    """`source` (a path or the file's bytes) as the model's input: uint8 (channels, size, size) array."""
+    return pre.to_array(open_image(source, max_pixels))
+
+
 def decode_file(path: str | Path, pre: Preprocess) -> torch.Tensor:
-    """`path` as the model's input: uint8 (channels, size, size), EXIF orientation applied."""
+    """`path` as the model's input: uint8 (channels, size, size) tensor, EXIF orientation applied."""
     return pre.pil_to_uint8(open_image(path))

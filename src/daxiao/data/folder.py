@@ -3,6 +3,7 @@
 Unreadable files (zero bytes, truncated, not an image) are found once, up front, in a thread pool
 (Pillow releases the GIL while decoding), so training never meets them mid-epoch; they are counted and
 reported. A file that still fails later (changed on disk) is dropped from its batch, not fatal.
+Nothing here imports torch: the torch-free runtime (daxiao.deploy) finds and lists files here too.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from ..errors import DaxiaoError
 from .decode import BadImage, check_file, decode_file
@@ -36,6 +35,22 @@ class FileList:
 
 def is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTS
+
+
+def collect_images(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, folders searched recursively for images."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if is_image(f))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DaxiaoError(f"No such image or folder: {p}.")
+    if not files:
+        raise DaxiaoError(f"No images found in {', '.join(map(str, inputs))}.")
+    return files
 
 
 def split_root(root: Path) -> dict[str, Path] | None:
@@ -108,13 +123,14 @@ def check_files(paths: list[Path], labels: list[int], classes: list[str], where:
     return fl
 
 
-class ImageFiles(torch.utils.data.Dataset):
+class ImageFiles:
     """Decodes and preprocesses one file per item -> (uint8 C,H,W tensor, label, index); None if it fails.
-    Augmentation happens later, on whole batches (daxiao.augment), exactly as for in-memory sets."""
+    Augmentation happens later, on whole batches (daxiao.augment), exactly as for in-memory sets.
+    A map-style dataset by protocol (__len__, __getitem__), as DataLoader takes it: no torch base class,
+    so that this module imports without torch."""
 
     def __init__(self, paths: list[Path], labels: list[int], preprocess: Preprocess):
         self.paths, self.labels, self.preprocess = paths, labels, preprocess
-        self.targets = torch.tensor(labels, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -1,15 +1,23 @@
-"""How a picture becomes the model's input: mode -> channels -> size. Recorded with every model so
-prediction sees images exactly as training did."""
+"""How a picture becomes the model's input: mode -> channels -> size -> normalization. Recorded with every
+model so prediction sees images exactly as training did.
+
+This module imports no torch: the PIL/numpy steps (`Preprocess.to_array`, `Preprocess.normalize_array`)
+are the one implementation that training, torch predict and the torch-free ONNX runtime (daxiao.deploy)
+all call. The torch methods are thin wrappers that import torch when first called.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from ..errors import check_choice
+
+if TYPE_CHECKING:
+    import torch
 
 RESIZE_MODES = ("squash", "crop", "pad")
 
@@ -29,8 +37,8 @@ class Preprocess:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def pil_to_uint8(self, img: Image.Image) -> torch.Tensor:
-        """A PIL image of any mode and size -> (channels, size, size) uint8 tensor."""
+    def to_array(self, img: Image.Image) -> np.ndarray:
+        """A PIL image of any mode and size -> (channels, size, size) uint8 array, EXIF orientation applied."""
         img = ImageOps.exif_transpose(img)
         img = to_mode(img, "L" if self.channels == 1 else "RGB")
         s = self.image_size
@@ -43,13 +51,33 @@ class Preprocess:
                 img = ImageOps.pad(img, (s, s), Image.BILINEAR, color=0)
         arr = np.asarray(img, dtype=np.uint8)
         arr = arr[:, :, None] if arr.ndim == 2 else arr
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+        return np.array(arr.transpose(2, 0, 1), order="C")  # a writable copy, not a view of PIL's buffer
+
+    def pil_to_uint8(self, img: Image.Image) -> torch.Tensor:
+        """`to_array` as a (channels, size, size) uint8 tensor."""
+        import torch
+
+        return torch.from_numpy(self.to_array(img))
+
+    def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift), float32 per channel: normalized = uint8 * scale + shift = (x/255 - mean) / std."""
+        scale = np.array([1 / (255 * s) for s in self.std], dtype=np.float32)
+        shift = np.array([-m / s for m, s in zip(self.mean, self.std, strict=True)], dtype=np.float32)
+        return scale, shift
+
+    def normalize_array(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 (B, C, H, W) -> float32 model input, with the coefficients `normalize` uses."""
+        scale, shift = (c.reshape(1, -1, 1, 1) for c in self.coefficients())
+        out = batch.astype(np.float32)
+        out *= scale
+        out += shift
+        return out
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> float32, (x/255 - mean) / std, as one fused multiply-add."""
-        scale = torch.tensor([1 / (255 * s) for s in self.std], device=batch.device).view(1, -1, 1, 1)
-        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std, strict=True)],
-                             device=batch.device).view(1, -1, 1, 1)
+        """uint8 (B, C, H, W) tensor -> float32, (x/255 - mean) / std, as one fused multiply-add."""
+        import torch
+
+        scale, shift = (torch.from_numpy(c).view(1, -1, 1, 1).to(batch.device) for c in self.coefficients())
         return torch.addcmul(shift, batch.float(), scale)
 
 
@@ -71,6 +99,8 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
 def channel_convert(images: torch.Tensor, channels: int, view: bool = False) -> torch.Tensor:
     """uint8 (N, C, H, W) with C in {1, 3} -> `channels` channels (grey repeated, or ITU-R 601 luma).
     With `view`, grey is repeated as a stride-0 view: no copy until a batch is indexed from it."""
+    import torch  # here, not at the top: the module stays importable without torch (see the docstring)
+
     c = images.shape[1]
     if c == channels:
         return images
@@ -83,6 +113,8 @@ def channel_convert(images: torch.Tensor, channels: int, view: bool = False) -> 
 
 def resize_uint8(images: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
     """Resize a whole in-memory uint8 set at once (bilinear; antialiased when shrinking)."""
+    import torch
+
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     out = torch.empty(*images.shape[:2], size, size, dtype=torch.uint8)

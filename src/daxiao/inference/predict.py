@@ -7,25 +7,10 @@ from pathlib import Path
 import torch
 
 from ..data.decode import BadImage, decode_file
-from ..data.folder import is_image
-from ..errors import DaxiaoError
+from ..data.folder import collect_images
 from ..models.saved import load_run
 
-
-def collect_images(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, folders searched recursively for images."""
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if is_image(f))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DaxiaoError(f"No such image or folder: {p}.")
-    if not files:
-        raise DaxiaoError(f"No images found in {', '.join(map(str, inputs))}.")
-    return files
+__all__ = ["collect_images", "predict"]
 
 
 @torch.no_grad()

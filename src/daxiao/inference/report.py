@@ -14,11 +14,13 @@ from sklearn.metrics import precision_recall_fscore_support
 from ..config import DataConfig
 from ..data import load_data, make_loader
 from ..errors import DaxiaoError
-from ..files import atomic_write
+from ..files import atomic_write, csv_safe
 from ..models.saved import load_run
 from ..plots import save_confusion_matrix
 from ..training.loop import evaluate
 from ..training.precision import resolve_device
+
+__all__ = ["csv_safe", "evaluate_model"]
 
 
 def evaluate_model(weights: str | Path, data: str | None = None, split: str = "test", out_dir: str | Path | None = None,
@@ -73,7 +75,3 @@ def evaluate_model(weights: str | Path, data: str | None = None, split: str = "t
         out["files"] = [str(out_dir / "confusion_matrix.png"), str(out_dir / "predictions.csv")]
     return out
 
-
-def csv_safe(text: str) -> str:
-    """A cell a spreadsheet shows as text: a leading = + - @ (a formula) gets a quote mark in front."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
