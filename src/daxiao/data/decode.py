@@ -50,3 +50,22 @@ def check_file(path: str | Path) -> tuple[str | None, bool]:
 def decode_file(path: str | Path, pre: Preprocess) -> torch.Tensor:
     """`path` as the model's input: uint8 (channels, size, size), EXIF orientation applied."""
     return pre.pil_to_uint8(open_image(path))
+
+
+def image_info(path: str | Path) -> tuple[int, int, str]:
+    """(width, height, mode) from the header alone, as the picture will stand once EXIF orientation is
+    applied (a portrait phone photo stored sideways reports its upright size): what the size rule reads."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImage("zero-byte file")
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # Orientation: the 90-degree turns
+            return (h, w, im.mode) if turned else (w, h, im.mode)
+    except BadImage:
+        raise
+    except FileNotFoundError:
+        raise BadImage("missing file") from None
+    except Exception as e:  # as open_image: any Pillow failure is a reason, never a crash
+        raise BadImage(f"unreadable ({type(e).__name__})") from None

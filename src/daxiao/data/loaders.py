@@ -95,49 +95,71 @@ class TensorLoader:
             yield Batch(self.pre.normalize(x), y, idx)
 
 
+class _EpochOrder(torch.utils.data.Sampler):
+    """The sample order `TensorLoader` uses, for a DataLoader: the same (seed, epoch) gives the same batches
+    from files as from their decoded tensor, so cached and uncached training are the same computation."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool, weights: torch.Tensor | None):
+        self.n, self.seed, self.shuffle, self.weights, self.epoch = n, seed, shuffle, weights, 0
+        self.generator: torch.Generator | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        self.generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(_order(self.n, self.generator, self.shuffle, self.weights).tolist())
+
+
 class FileLoader:
-    """A DataLoader over image files with workers; same interface and seeding as TensorLoader."""
+    """A DataLoader over image files with workers; same interface, order and augmentation draws as
+    TensorLoader. A file that fails to decode now (changed on disk since the check) is left out of its
+    batch and counted; the count is reported once per pass."""
 
     def __init__(self, split: FileSplit, batch_size: int, preprocess: Preprocess, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False, workers: int = 2, balanced: bool = False,
                  augment: BatchAugment | None = None):
         self.seed, self.epoch, self.pre, self.augment = seed, 0, preprocess, augment
-        self.generator = torch.Generator()
+        self.dropped = 0  # files that failed during the last pass
         ds = ImageFiles(split.files.paths, split.files.labels, preprocess)
-        sampler = None
-        if balanced:
-            weights = balanced_weights(torch.tensor(split.files.labels))
-            sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=self.generator)
+        weights = balanced_weights(torch.tensor(split.files.labels)) if balanced else None
+        self.sampler = _EpochOrder(len(ds), seed, shuffle, weights)
         self.loader = torch.utils.data.DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, drop_last=drop_last,
-            num_workers=workers, collate_fn=collate_skip_none, generator=self.generator,
-            persistent_workers=workers > 0)
+            ds, batch_size=batch_size, sampler=self.sampler, drop_last=drop_last, num_workers=workers,
+            collate_fn=collate_skip_none, persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(seed))  # its workers' seeds: never drawn from the global RNG
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch = self.sampler.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch) + 1)  # augmentation's own stream
-        for x, y, idx in self.loader:
+        self.dropped, expected = 0, 0
+        for x, y, idx, asked in self.loader:
+            self.dropped += asked - len(y)
+            expected += asked
             if len(y):
-                if self.augment is not None:  # the same batched tensor path as in-memory sets
-                    x, y = self.augment(x, y, g)
+                if self.augment is not None:  # the same draws as TensorLoader: its generator, after the order
+                    x, y = self.augment(x, y, self.sampler.generator)
                 yield Batch(self.pre.normalize(x), y, idx)
+        if self.dropped:
+            from ..console import console
+
+            console.print(f"warning: {self.dropped} of {expected} image files failed to decode during this pass "
+                          "(changed on disk since they were checked); they were left out", markup=False)
 
 
-def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack (image, label, index) items, dropping files that failed to decode (None)."""
+def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Stack (image, label, index) items, dropping files that failed to decode (None); also how many were asked."""
+    asked = len(batch)
     batch = [b for b in batch if b is not None]
     if not batch:
-        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+        return (torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long),
+                asked)
     return (torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch], dtype=torch.long),
-            torch.tensor([b[2] for b in batch], dtype=torch.long))
-
-
+            torch.tensor([b[2] for b in batch], dtype=torch.long), asked)
 def make_loader(split: Split, batch_size: int, preprocess: Preprocess, shuffle: bool = False, seed: int = 0,
                 workers: int = 2, drop_last: bool = False, balanced: bool = False,
                 augment: BatchAugment | None = None) -> TensorLoader | FileLoader:
