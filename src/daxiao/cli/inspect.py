@@ -7,7 +7,7 @@ import json
 
 from rich.table import Table
 
-from ..console import out
+from ..console import escape, out
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -22,16 +22,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    table = Table(title=f"{r['data']} ({r['split']}, {r['n']} images)")
+    table = Table(title=escape(f"{r['data']} ({r['split']}, {r['n']} images)"))
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for c, m in r["per_class"].items():
-        table.add_row(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+        table.add_row(escape(c), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     out.print(table)
     top5 = f"   top-5 {r['top5']:.4f}" if "top5" in r else ""
     out.print(f"accuracy {r['acc']:.4f}{top5}   loss {r['loss']:.4f}")
     for f in r.get("files", []):
-        out.print(f"wrote {f}")
+        out.print(f"wrote {f}", markup=False)
     return 0
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -43,9 +43,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         for r in results:
             if "error" in r:
-                out.print(f"{r['file']}: [red]{r['error']}[/]")
+                out.print(f"{escape(r['file'])}: [red]{escape(r['error'])}[/]")
             else:
-                out.print(f"{r['file']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]))
+                out.print(f"{r['file']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]),
+                          markup=False, highlight=False)
     return 1 if all("error" in r for r in results) else 0
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -54,7 +55,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     r = embed(args.source, args.data, args.out, args.split, args.image_size, args.data_dir, args.batch_size,
               args.workers)
     out.print(f"wrote {r['features']} {tuple(r['shape'])}, {r['labels']} and {r['json']} "
-              f"(rows: {', '.join(f'{k} {a}-{b}' for k, (a, b) in r['rows'].items())})")
+              f"(rows: {', '.join(f'{k} {a}-{b}' for k, (a, b) in r['rows'].items())})", markup=False)
     return 0
 
 def cmd_models(args: argparse.Namespace) -> int:
