@@ -102,20 +102,18 @@ def _load_files(cfg: DataConfig, path: Path, seed: int, pre: Preprocess | None, 
 
     fresh, grey, size, size_rule = pre is None, None, cfg.image_size, ""
     if fresh and (cfg.image_size is None or cfg.channels is None):  # the data chooses: read headers
+        # Headers only: files they find unreadable are dropped by the decoding pass, as every bad file
+        # is, so the split below never depends on whether this pass ran (evaluate and distill skip it).
         sizes, grey = [], True
         for name in [n for n in ("train", "val") if n in sources]:
-            p, lab = sources[name]
-            probe = probe_files(p, f"scan {name}", _workers())
-            skipped[name] += [(p[i], why) for i, why in probe.bad.items()]
-            sources[name] = ([p[i] for i in range(len(p)) if i not in probe.bad],
-                             [lab[i] for i in range(len(p)) if i not in probe.bad])
+            probe = probe_files(sources[name][0], f"scan {name}", _workers())
             sizes += probe.sizes if name == "train" else []
             grey = grey and probe.grey
         if cfg.image_size is None:
             size, size_rule = choose_size(sizes)
     parts = {"train": (0, len(sources["train"][0]))}
     if known is None:
-        _classes_readable(sources["train"][1], classes, str(layout.train), len(skipped["train"]))
+        _classes_readable(sources["train"][1], classes, str(layout.train), 0)
     if "val" not in sources and known is None:  # draw val from train: seeded, stratified
         p, lab = sources["train"]
         tr, va = stratified_split(lab, cfg.val_split, seed)
