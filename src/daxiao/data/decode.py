@@ -61,7 +61,10 @@ def image_info(path: str | Path) -> tuple[int, int, str]:
             raise BadImage("zero-byte file")
         with Image.open(path) as im:
             w, h = im.size
-            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # Orientation: the 90-degree turns
+            # EXIF read only where it is in the header (JPEG, WebP, TIFF, an early PNG chunk): PNG's
+            # getexif() decodes the whole image to look after the pixels, which would make this a decode
+            has_exif = "exif" in im.info or im.format in ("TIFF", "MPO")
+            turned = has_exif and im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # Orientation: 90-degree turns
             return (h, w, im.mode) if turned else (w, h, im.mode)
     except BadImage:
         raise
