@@ -17,6 +17,7 @@ import time
 from types import TracebackType
 
 from rich.console import Console
+from rich.errors import LiveError
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -73,7 +74,11 @@ class Phase:
         self.t0 = self._last = time.perf_counter()
         if self.enabled and self.bar:
             self._progress = progress_bar(info=True)
-            self._progress.start()
+            try:
+                self._progress.start()
+            except LiveError:  # a bar is already showing (a phase inside a phase): that one says enough
+                self._progress, self.enabled = None, False
+                return self
             self._task = self._progress.add_task(escape(self.phase), total=self.total, info="")
         return self
 
