@@ -10,7 +10,7 @@ then trains seed-cnn for 5 epochs, each case in a fresh process:
     built-in      --data fashion-mnist (in memory)
     folder        --data OUT/fashion (train/ + test/), data cache auto -> memory; run twice (cold, warm)
     folder disk   --data-cache disk, a fresh cache folder: cold builds the cache, warm reuses it
-    folder off    --data-cache off: decoded per batch by a DataLoader (the old path), for scale
+    folder off    --data-cache off: decoded per batch by a DataLoader (the old path), one epoch, for scale
     csv           the train PNGs listed in the idx files' order (a CSV), test scored on test/
 Same seed and same split in all of them. `--part 224` writes N Fashion-MNIST images upscaled to 224 px
 RGB JPEGs (train/ + test/) and trains efficientnet-lite0 --pretrained --freeze-base with disk caches for
@@ -183,8 +183,8 @@ def fashion_cases(out: Path, epochs: int) -> list[dict]:
     for label in ("cold", "warm"):
         rows.append(run_case(f"folder, --data-cache disk, {label}",
                              {**base, "data": str(root), "name": "disk", "data_cache": "disk", "cache_dir": str(disk)}))
-    rows.append(run_case("folder, --data-cache off (per-batch decode)",
-                         {**base, "data": str(root), "name": "off", "data_cache": "off"}))
+    rows.append(run_case("folder, --data-cache off (per-batch decode, 1 epoch)",
+                         {**base, "data": str(root), "name": "off", "data_cache": "off", "epochs": 1}))
     rows.append(run_case("CSV of the train PNGs in idx order", {**base, "data": str(out / "fashion-train.csv"),
                                                                 "name": "csv"}, test=str(root / "test")))
     return rows
