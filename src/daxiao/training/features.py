@@ -137,7 +137,8 @@ def feature_bundle(model: TransferModel, bundle: DataBundle, cfg: RunConfig, ver
         return FeatureSplit(f, split.targets)
 
     out = DataBundle(feats("train"), feats("val"), None, bundle.classes, bundle.preprocess,
-                     f"{bundle.source} (cached {model.num_features}-d features)", bundle.skipped)
+                     f"{bundle.source} (cached {model.num_features}-d features)", bundle.skipped,
+                     bundle.size_rule, bundle.dropped)
     if verbose:
         console.print(f"features of {len(out.train) + len(out.val)} images ready in {time.perf_counter() - t0:.1f}s")
     return out
