@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from ..console import console as err
-from ..console import escape
+from ..console import escape, set_quiet
 from ..errors import DaxiaoError
 from . import comparing, deploy, inspect, training
 
@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.add_commands(sub)
+    for command in sub.choices.values():  # every command, so it can go anywhere after the command name
+        command.add_argument("-q", "--quiet", action="store_true",
+                             help="no progress bars or log lines on stderr (results and errors still print)")
     return p
 
 
@@ -33,14 +36,20 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(getattr(args, k, None), int) and getattr(args, k) < 1:
             err.print(f"[red]error:[/] --{k.replace('_', '-')} must be >= 1 (received {getattr(args, k)}).")
             return 2
+    was_quiet = err.quiet
+    set_quiet(args.quiet)
     try:
         return args.fn(args)
     except DaxiaoError as e:
+        set_quiet(False)  # --quiet silences progress, never the reason a command failed
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)  # escaped: "mobilenet-v1[alpha=2]" is not markup
         return 2
     except KeyboardInterrupt:
+        set_quiet(False)
         err.print("interrupted; the last finished epoch is saved: continue with `daxiao train --resume --name RUN`.")
         return 130
+    finally:
+        set_quiet(was_quiet)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import add_config_flags, config_from_args
-from ..console import out
+from ..console import escape, out
 from ..errors import DaxiaoError
 
 
@@ -19,7 +19,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 limits=(args.train_images, args.val_images, args.test_images))
     out.print(compare_table(r["rows"], r["recipe"]))
     for f in r["files"].values():
-        out.print(f"wrote {f}")
+        out.print(f"wrote {f}", markup=False)
     return 0
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -31,8 +31,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                "image_size": args.image_size})
     r = compare(cfg, args.models, epochs=args.epochs, repeats=10)
     out.print(compare_table(r["rows"], r["recipe"]))
-    out.print(f"report: [bold]{r['files']['report']}[/] (with pareto.png, curves.png, compare.csv and compare.json "
-              f"beside it)")
+    out.print(f"report: [bold]{escape(str(r['files']['report']))}[/] (with pareto.png, curves.png, compare.csv and "
+              "compare.json beside it)")
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 
 from rich.table import Table
 
-from ..console import out
+from ..console import escape, out
 from .deploy import add_runtime_flags
 
 
@@ -30,16 +30,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    table = Table(title=f"{r['data']} ({r['split']}, {r['n']} images)")
+    table = Table(title=escape(f"{r['data']} ({r['split']}, {r['n']} images)"))
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for c, m in r["per_class"].items():
-        table.add_row(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+        table.add_row(escape(c), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     out.print(table)
     top5 = f"   top-5 {r['top5']:.4f}" if "top5" in r else ""
     out.print(f"accuracy {r['acc']:.4f}{top5}   loss {r['loss']:.4f}")
     for f in r.get("files", []):
-        out.print(f"wrote {f}")
+        out.print(f"wrote {f}", markup=False)
     return 0
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -57,9 +57,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         for r in results:
             if "error" in r:
-                out.print(f"{r['file']}: [red]{r['error']}[/]")
+                out.print(f"{escape(r['file'])}: [red]{escape(r['error'])}[/]")
             else:
-                out.print(f"{r['file']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]))
+                out.print(f"{r['file']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]),
+                          markup=False, highlight=False)
     return 1 if all("error" in r for r in results) else 0
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -68,7 +69,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     r = embed(args.source, args.data, args.out, args.split, args.image_size, args.data_dir, args.batch_size,
               args.workers)
     out.print(f"wrote {r['features']} {tuple(r['shape'])}, {r['labels']} and {r['json']} "
-              f"(rows: {', '.join(f'{k} {a}-{b}' for k, (a, b) in r['rows'].items())})")
+              f"(rows: {', '.join(f'{k} {a}-{b}' for k, (a, b) in r['rows'].items())})", markup=False)
     return 0
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -92,6 +93,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_datasets(args: argparse.Namespace) -> int:
     from ..data.builtin import BUILTIN
 
+    if args.inspect:
+        return _inspect(args)
     table = Table(title="built-in datasets (or --data FOLDER / --data list.csv)")
     table.add_column("name")
     table.add_column("where it looks")
@@ -99,6 +102,36 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         table.add_row(d.name, d.where)
     out.print(table)
     return 0
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ..data.inspect import inspect_data
+
+    r = inspect_data(args.inspect, args.val, args.val_split)
+    if args.json:
+        print(json.dumps(r, indent=2, ensure_ascii=False))
+        return 0
+    out.print(r["layout"], markup=False, highlight=False)
+    table = Table(title=escape(f"{r['path']}: {len(r['classes'])} classes"))
+    table.add_column("class")
+    for name in r["splits"]:
+        table.add_column(name, justify="right")
+    for c in r["classes"]:
+        table.add_row(escape(c), *(f"{s['counts'][c]:,}" for s in r["splits"].values()))
+    table.add_row("[bold]all readable[/]", *(f"[bold]{s['images']:,}[/]" for s in r["splits"].values()))
+    table.add_row("unreadable", *(f"{s['unreadable']:,}" for s in r["splits"].values()))
+    out.print(table)
+    for name, s in r["splits"].items():
+        out.print(f"sizes ({name}): {s['sizes']}", markup=False, highlight=False)
+    out.print("modes: " + ", ".join(f"{m} {n:,}" for m, n in sorted(r["modes"].items())), markup=False)
+    out.print(f"training would use {r['channels']}x{r['image_size']}x{r['image_size']}: {r['size_rule']}; "
+              f"channels {r['channels']} ({'every image is greyscale' if r['channels'] == 1 else 'colour images'})",
+              markup=False, highlight=False)
+    for f, why in r["unreadable"][:20]:
+        out.print(f"unreadable: {f} ({why})", markup=False, highlight=False)
+    if len(r["unreadable"]) > 20:
+        out.print(f"... and {len(r['unreadable']) - 20} more unreadable files (--json lists them all)")
+    return 0
+
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from ..inference.profile import human, human_bytes, load_for_profile, profile_model
@@ -175,7 +208,13 @@ def add_commands(sub) -> None:
     m.add_argument("--in-chans", type=int, default=3, choices=[1, 3])
     m.set_defaults(fn=cmd_models)
 
-    d = sub.add_parser("datasets", help="built-in datasets and where each looks for its files")
+    d = sub.add_parser("datasets", help="built-in datasets and where each looks for its files; --inspect PATH: "
+                                        "what daxiao sees in a folder or CSV")
+    d.add_argument("--inspect", metavar="PATH", help="a folder or CSV: layout, classes and counts per split, sizes, "
+                                                     "modes, unreadable files, the size training would use")
+    d.add_argument("--val", help="a separate validation folder or CSV, as train's --val")
+    d.add_argument("--val-split", type=float, default=0.1, help="as train's --val-split (for the layout line)")
+    d.add_argument("--json", action="store_true", help="print everything as JSON")
     d.set_defaults(fn=cmd_datasets)
 
     pf = sub.add_parser("profile", help="params, MACs, size, peak activations, latency and throughput of a model",

@@ -6,7 +6,7 @@ import argparse
 
 from ..config import add_config_flags, config_from_args
 from ..console import console as err
-from ..console import out
+from ..console import escape, out
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown()
     err.print(f"best val acc {result['best_val_acc']:.4f} at epoch {result['best_epoch']}; "
-              f"run folder: [bold]{result['run_dir']}[/]")
+              f"run folder: [bold]{escape(str(result['run_dir']))}[/]")
     return 0
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
@@ -33,7 +33,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     cfg = config_from_args(args).validate()
     model, bundle = build(cfg)
     r = lr_find(model, bundle, cfg, args.start_lr, args.end_lr, args.steps, args.out)
-    out.print(f"suggested lr {r['suggested_lr']:.3g} (steepest loss descent; {len(r['lrs'])} steps); plot: {args.out}")
+    out.print(f"suggested lr {r['suggested_lr']:.3g} (steepest loss descent; {len(r['lrs'])} steps); "
+              f"plot: {escape(args.out)}")
     return 0
 
 def cmd_augment_preview(args: argparse.Namespace) -> int:
@@ -54,7 +55,8 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
         images = torch.stack([files[k][0] for k in range(len(firsts))])
     path = preview_grid(images, split.targets[firsts], bundle.classes, parse_augment(cfg.data.augment), args.out,
                         per_class=args.per_class, seed=cfg.train.seed)
-    out.print(f"wrote {path}: per class, an original and {args.per_class} augmented versions ({cfg.data.augment})")
+    out.print(f"wrote {escape(str(path))}: per class, an original and {args.per_class} augmented versions "
+              f"({escape(cfg.data.augment)})")
     return 0
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -92,7 +94,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         args.data, args.data_dir = data.get("data", "digits"), args.data_dir or data.get("data_dir")
     r = distill(config_from_args(args), args.teacher, args.kd_alpha, args.temperature, cache=args.teacher_cache)
     err.print(f"student best val acc {r['best_val_acc']:.4f} at epoch {r['best_epoch']} (teacher "
-              f"{r['distill']['teacher_val_acc']:.4f}); run folder: [bold]{r['run_dir']}[/]")
+              f"{r['distill']['teacher_val_acc']:.4f}); run folder: [bold]{escape(str(r['run_dir']))}[/]")
     return 0
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..inference.profile import human, human_bytes
-from ..plots import new_figure
+from ..plots import new_figure, text_fonts
 
 
 def plot_pareto(rows: list[dict], path: str | Path, title: str = "") -> Path:
@@ -131,8 +131,9 @@ Peak activations: live tensor bytes during one image's forward pass.</small></p>
 
 
 def write_figures_and_report(folder: Path, rows: list[dict], recipe: dict) -> dict[str, str]:
-    images = {"pareto": plot_pareto(rows, folder / "pareto.png", f"{recipe['data']}, {recipe['budget']}: accuracy "
-                                                                  "against latency (bubble area ∝ parameters)"),
-              "curves": plot_curves(rows, folder / "curves.png")}
+    title = f"{recipe['data']}, {recipe['budget']}: accuracy against latency (bubble area ∝ parameters)"
+    with text_fonts([title, *(str(r["label"]) for r in rows)]):  # a data folder's or model's name in any script
+        images = {"pareto": plot_pareto(rows, folder / "pareto.png", title),
+                  "curves": plot_curves(rows, folder / "curves.png")}
     report = write_report(folder / "report.html", rows, recipe, images)
     return {"pareto": str(images["pareto"]), "curves": str(images["curves"]), "report": str(report)}

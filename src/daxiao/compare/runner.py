@@ -124,7 +124,8 @@ class DataCache:
         dcfg = data_config(cfg, cfg.model.name)
         key = json.dumps([vars(dcfg), cfg.train.seed], sort_keys=True)
         if key not in self._bundles:
-            self._bundles[key] = subset(load_data(dcfg, cfg.train.seed), *self.limits, seed=cfg.train.seed)
+            self._bundles[key] = subset(load_data(dcfg, cfg.train.seed, cache_dir=cfg.train.cache_dir), *self.limits,
+                                        seed=cfg.train.seed)
         return self._bundles[key]
 
 

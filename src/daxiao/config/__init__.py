@@ -33,13 +33,15 @@ class DataConfig:
     data: str = "digits"             # built-in name (`daxiao datasets`), an image folder, or a CSV of path,label
     val: str | None = None           # a separate validation folder or CSV; else split off train
     data_dir: str | None = None      # where a built-in set's files are, before the default places
-    image_size: int | None = None    # pixels per side; None: native for built-ins, 224 for folders
+    image_size: int | None = None    # pixels per side; None: native for built-ins, from the images for folders
     channels: int | None = None      # 1 or 3; None: what the data is
     resize: str = "squash"           # squash | crop | pad, for non-square images (see README)
     val_split: float = 0.1           # fraction of train held out for validation (stratified, seeded)
     workers: int = 2                 # DataLoader processes for image folders (in-memory sets need none)
     augment: str = "none"            # preset (none|seed|light|strong) and/or Keras names: "seed,rotation_range=10"
     balanced_sampling: bool = False  # draw classes evenly (weighted sampler, with replacement)
+    data_cache: str = "auto"         # folders: auto | memory | disk | off: decode once into RAM or a memory-mapped file
+    memory_budget: float = 0.25      # data_cache auto: decode into memory when it takes at most this fraction of RAM
 
 
 @dataclass
@@ -87,7 +89,7 @@ class TrainConfig:
     head_epochs: int | None = None   # transfer: epochs of the head stage (base frozen); 0 skips it; None: epochs
     finetune_epochs: int | None = None  # transfer with --unfreeze: epochs of the fine-tuning stage; None: epochs
     feature_cache: str = "memory"    # memory | disk | off: a frozen base's features are computed once, not every epoch
-    cache_dir: str | None = None     # feature_cache=disk: where; None: ~/.cache/daxiao/features
+    cache_dir: str | None = None     # disk caches (features, decoded folders): where; None: under ~/.cache/daxiao
 
 
 @dataclass
@@ -128,6 +130,7 @@ class RunConfig:
             ("image_size", d.image_size, d.image_size is None or d.image_size >= 4, ">= 4"),
             ("channels", d.channels, d.channels in (None, 1, 3), "1 or 3"),
             ("workers", d.workers, d.workers >= 0, ">= 0"),
+            ("memory_budget", d.memory_budget, 0 < d.memory_budget <= 1, "in (0, 1]"),
             ("threads", t.threads, t.threads is None or t.threads >= 1, ">= 1"),
             ("head_hidden", self.model.head_hidden, self.model.head_hidden >= 1, ">= 1"),
             ("head_dropout", self.model.head_dropout, 0 <= self.model.head_dropout < 1, "in [0, 1)"),
@@ -144,6 +147,7 @@ class RunConfig:
             raise DaxiaoError(f"device must be auto, cpu, cuda, cuda:N or mps (received {t.device!r}).")
         check_choice("resize", d.resize, ("squash", "crop", "pad"))
         check_choice("feature_cache", t.feature_cache, ("memory", "disk", "off"))
+        check_choice("data_cache", d.data_cache, ("auto", "memory", "disk", "off"))
         if self.model.head is not None:
             check_choice("head", self.model.head, ("article", "linear"))
         if self.model.unfreeze is not None and not re.fullmatch(r"all|last-[1-9]\d*", self.model.unfreeze):

@@ -319,6 +319,14 @@ def preview_grid(images: torch.Tensor, labels: torch.Tensor, classes: list[str],
     Returns:
         The written path.
     """
+    from ..plots import text_fonts
+
+    with text_fonts(classes):
+        return _preview(images, labels, classes, cfg, Path(path), per_class, seed, max_classes)
+
+
+def _preview(images: torch.Tensor, labels: torch.Tensor, classes: list[str], cfg: AugmentConfig, path: Path,
+             per_class: int, seed: int, max_classes: int) -> Path:
     from matplotlib.figure import Figure  # no pyplot: no global backend to switch, no windows
 
     rows = [(c, int(idx[0])) for c in range(len(classes)) if len(idx := (labels == c).nonzero().flatten())]
@@ -340,7 +348,6 @@ def preview_grid(images: torch.Tensor, labels: torch.Tensor, classes: list[str],
                 ax.set_title("original" if k == 0 else f"augmented {k}", fontsize=8)
         axes[r][0].set_ylabel(classes[c], fontsize=8)
     fig.tight_layout()
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path

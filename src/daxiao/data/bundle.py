@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +21,32 @@ from .folder import FileList
 from .preprocess import Preprocess
 
 
-class _InMemory:
-    """What the two in-memory splits share: labels as a tensor, and row selection by index."""
-
+@dataclass
+class TensorSplit:
+    images: torch.Tensor  # uint8 (N, C, H, W), in memory or memory-mapped (a decoded folder's disk cache)
     labels: torch.Tensor  # int64 (N,)
+    paths: list[Path] | None = None  # a decoded folder's files, row by row: predictions name them
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.labels
+
+    def names(self) -> list[str]:
+        return [str(p) for p in self.paths] if self.paths is not None else [str(i) for i in range(len(self))]
+
+    def take(self, idx) -> TensorSplit:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        paths = [self.paths[i] for i in idx.tolist()] if self.paths is not None else None
+        return TensorSplit(self.images[idx], self.labels[idx], paths)
+
+
+@dataclass
+class FeatureSplit:
+    features: torch.Tensor  # float32 (N, F): pooled backbone features, fed to a model's head
+    labels: torch.Tensor    # int64 (N,)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -36,21 +58,9 @@ class _InMemory:
     def names(self) -> list[str]:
         return [str(i) for i in range(len(self))]
 
-    def take(self, idx):
+    def take(self, idx) -> FeatureSplit:
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return type(self)(*(getattr(self, f.name)[idx] for f in fields(self)))
-
-
-@dataclass
-class TensorSplit(_InMemory):
-    images: torch.Tensor  # uint8 (N, C, H, W)
-    labels: torch.Tensor  # int64 (N,)
-
-
-@dataclass
-class FeatureSplit(_InMemory):
-    features: torch.Tensor  # float32 (N, F): pooled backbone features, fed to a model's head
-    labels: torch.Tensor    # int64 (N,)
+        return FeatureSplit(self.features[idx], self.labels[idx])
 
 
 @dataclass
@@ -84,6 +94,8 @@ class DataBundle:
     preprocess: Preprocess
     source: str
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    size_rule: str = ""  # which rule chose the image size (the run's first line says it)
+    dropped: dict[str, list[tuple[Path, str]]] = field(default_factory=dict)  # split -> its skipped files
 
     @property
     def in_memory(self) -> bool:
@@ -129,16 +141,32 @@ def subset(bundle: DataBundle, train: int | None, val: int | None, test: int | N
                    test=take(bundle.test, test, 2) if bundle.test is not None else None)
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (unbiased) std of uint8 images in [0, 1], a chunk at a time: a float copy of a
-    large set at 224 px would not fit in memory."""
-    n = images.shape[0] * images.shape[2] * images.shape[3]
-    s = torch.zeros(images.shape[1], dtype=torch.float64)
-    s2 = torch.zeros_like(s)
+def channel_sums(images: torch.Tensor) -> tuple[list[int], list[int], int]:
+    """Exact integer per-channel sums and sums of squares of uint8 images (N, C, H, W), a chunk at a time
+    (about 4 M values: the int64 copy stays small at any image size)."""
+    c = images.shape[1]
+    s, s2 = [0] * c, [0] * c
+    chunk = max(1, (1 << 22) // max(1, c * images.shape[2] * images.shape[3]))
     for i in range(0, len(images), chunk):
-        x = images[i:i + chunk].double() / 255
-        s += x.sum((0, 2, 3))
-        s2 += (x * x).sum((0, 2, 3))
-    mean = s / n
-    var = ((s2 - n * mean * mean) / max(n - 1, 1)).clamp_min(0)
-    return tuple(mean.tolist()), tuple(var.sqrt().clamp_min(1e-3).tolist())
+        x = images[i:i + chunk].to(torch.int64)
+        for k, (a, b) in enumerate(zip(x.sum((0, 2, 3)).tolist(), (x * x).sum((0, 2, 3)).tolist(), strict=True)):
+            s[k] += a
+            s2[k] += b
+    return s, s2, len(images) * images.shape[2] * images.shape[3]
+
+
+def stats_from_sums(sums: tuple[list[int], list[int], int]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and unbiased std in [0, 1] from exact integer sums: the same numbers whatever the summing order."""
+    s, s2, n = sums
+    if n == 0:
+        return (0.5,) * len(s), (0.5,) * len(s)
+    mean = tuple(a / (n * 255) for a in s)
+    std = tuple(max(((b * n - a * a) / (n * max(n - 1, 1))) ** 0.5 / 255, 1e-3) for a, b in zip(s, s2, strict=True))
+    return mean, std
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (unbiased) std of uint8 images in [0, 1], from exact integer sums a chunk at a
+    time: a float copy of a large set at 224 px would not fit, and exact sums give the same numbers for a
+    folder decoded in any order (or summed image by image while checking) as for the same pixels in memory."""
+    return stats_from_sums(channel_sums(images))

@@ -78,3 +78,25 @@ def decode_array(source: str | Path | bytes, pre: Preprocess, max_pixels: int | 
 def decode_file(path: str | Path, pre: Preprocess) -> torch.Tensor:
     """`path` as the model's input: uint8 (channels, size, size) tensor, EXIF orientation applied."""
     return pre.pil_to_uint8(open_image(path))
+
+
+def image_info(path: str | Path) -> tuple[int, int, str]:
+    """(width, height, mode) from the header alone, as the picture will stand once EXIF orientation is
+    applied (a portrait phone photo stored sideways reports its upright size): what the size rule reads."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImage("zero-byte file")
+        with Image.open(path) as im:
+            w, h = im.size
+            # EXIF read only where it is in the header (JPEG, WebP, TIFF, an early PNG chunk): PNG's
+            # getexif() decodes the whole image to look after the pixels, which would make this a decode
+            has_exif = "exif" in im.info or im.format in ("TIFF", "MPO")
+            turned = has_exif and im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # Orientation: 90-degree turns
+            return (h, w, im.mode) if turned else (w, h, im.mode)
+    except BadImage:
+        raise
+    except FileNotFoundError:
+        raise BadImage("missing file") from None
+    except Exception as e:  # as open_image: any Pillow failure is a reason, never a crash
+        raise BadImage(f"unreadable ({type(e).__name__})") from None

@@ -1,25 +1,21 @@
-"""Image folders and CSV lists: find the files, check each one decodes, and serve them to a DataLoader.
+"""Image folders and CSV lists: find the files, and serve them one by one to a DataLoader.
 
-Unreadable files (zero bytes, truncated, not an image) are found once, up front, in a thread pool
-(Pillow releases the GIL while decoding), so training never meets them mid-epoch; they are counted and
-reported. A file that still fails later (changed on disk) is dropped from its batch, not fatal.
+Which folder is which split is `data.layout`'s; the one up-front pass that checks and decodes every file
+is `data.decoded`'s. A file that still fails later (changed on disk) is dropped from its batch, not fatal.
 Nothing here imports torch: the torch-free runtime (daxiao.deploy) finds and lists files here too.
 """
 
 from __future__ import annotations
 
 import csv
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DaxiaoError
-from .decode import BadImage, check_file, decode_file
+from .decode import BadImage, decode_file
 from .preprocess import Preprocess
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-VAL_NAMES = ("val", "valid", "validation")
 
 
 @dataclass
@@ -51,19 +47,6 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
     if not files:
         raise DaxiaoError(f"No images found in {', '.join(map(str, inputs))}.")
     return files
-
-
-def split_root(root: Path) -> dict[str, Path] | None:
-    """{'train': ..., 'val': ..., 'test': ...} if `root` holds train/ and val/ (or valid/, validation/)."""
-    if not (root / "train").is_dir():
-        return None
-    val = next((root / n for n in VAL_NAMES if (root / n).is_dir()), None)
-    if val is None:
-        return None
-    found = {"train": root / "train", "val": val}
-    if (root / "test").is_dir():
-        found["test"] = root / "test"
-    return found
 
 
 def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -102,25 +85,6 @@ def read_csv_list(path: Path) -> tuple[list[Path], list[int], list[str]]:
     index = {c: i for i, c in enumerate(classes)}
     paths = [p if (p := Path(f)).is_absolute() else path.parent / p for f, _ in rows]
     return paths, [index[label] for _, label in rows], classes
-
-
-def check_files(paths: list[Path], labels: list[int], classes: list[str], where: str,
-                workers: int = 8) -> FileList:
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(check_file, paths))
-    good = [i for i, (problem, _) in enumerate(results) if problem is None]
-    skipped = [(paths[i], results[i][0]) for i in range(len(paths)) if results[i][0] is not None]
-    fl = FileList([paths[i] for i in good], [labels[i] for i in good], classes,
-                  grey=all(results[i][1] for i in good), skipped=skipped)
-    counts = Counter(fl.labels)
-    empty = [c for i, c in enumerate(classes) if counts[i] == 0]
-    if not fl.paths:
-        raise DaxiaoError(f"{where}: none of the {len(paths)} images could be read (all corrupt or empty).")
-    if empty:
-        raise DaxiaoError(f"{where}: class folder(s) {', '.join(empty)} have no readable images"
-                          f"{' after skipping ' + str(len(skipped)) + ' bad files' if skipped else ''}; "
-                          "add images or remove the folder.")
-    return fl
 
 
 class ImageFiles:

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import random
+import os
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..config import DataConfig
 from ..errors import DaxiaoError, did_you_mean
+from . import decoded as dc
 from .builtin import BUILTIN
-from .bundle import DataBundle, FileSplit, TensorSplit, channel_stats, stratified_split
-from .folder import FileList, ImageFiles, check_files, read_csv_list, scan_folder, split_root
+from .bundle import DataBundle, FileSplit, TensorSplit, channel_stats, stats_from_sums, stratified_split
+from .folder import FileList, read_csv_list, scan_folder
+from .layout import detect_layout
 from .preprocess import Preprocess, channel_convert, resize_uint8
-
-FOLDER_DEFAULT_SIZE = 224  # the size ImageNet backbones were trained at; --image-size overrides
+from .sizes import choose_size, probe_files
 
 
 def load_data(cfg: DataConfig, seed: int = 0, preprocess: Preprocess | None = None,
-              classes: list[str] | None = None) -> DataBundle:
+              classes: list[str] | None = None, cache_dir: str | Path | None = None) -> DataBundle:
     """Load `cfg.data` (a built-in name, an image folder, or a CSV) into train/val/test splits.
 
     Args:
@@ -26,6 +29,7 @@ def load_data(cfg: DataConfig, seed: int = 0, preprocess: Preprocess | None = No
         seed: fixes the stratified train/val split.
         preprocess: a trained model's preprocessing, to load data exactly as it was seen in training.
         classes: a trained model's class names; the data's classes must be among them.
+        cache_dir: where a folder's decoded-image cache goes (``data_cache`` disk); None: ~/.cache/daxiao/images.
     """
     if cfg.data in BUILTIN:
         return _load_builtin(cfg, seed, preprocess, classes)
@@ -34,7 +38,7 @@ def load_data(cfg: DataConfig, seed: int = 0, preprocess: Preprocess | None = No
         hint = did_you_mean(cfg.data, BUILTIN)
         raise DaxiaoError(f"--data {cfg.data!r} is neither a built-in dataset ({', '.join(BUILTIN)}) nor an "
                           f"existing path.{hint}")
-    return _load_files(cfg, path, seed, preprocess, classes)
+    return _load_files(cfg, path, seed, preprocess, classes, cache_dir)
 
 
 def _check_classes(classes: list[str], known: list[str] | None, where: str) -> None:
@@ -67,10 +71,8 @@ def _load_builtin(cfg: DataConfig, seed: int, pre: Preprocess | None, known: lis
 
 def _file_list(path: Path, known: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
     """Files, labels and classes of a folder or CSV; with `known` (a model's classes) labels index those."""
-    if path.is_file() and path.suffix.lower() == ".csv":
+    if path.is_file():
         paths, labels, found = read_csv_list(path)
-    elif path.is_file():
-        raise DaxiaoError(f"{path} is a file; --data takes a folder of class sub-folders or a .csv list.")
     else:
         paths, labels, found = scan_folder(path)
     _check_classes(found, known, str(path))
@@ -79,43 +81,125 @@ def _file_list(path: Path, known: list[str] | None) -> tuple[list[Path], list[in
     return paths, [known.index(found[i]) for i in labels], known
 
 
-def _load_files(cfg: DataConfig, path: Path, seed: int, pre: Preprocess | None,
-                known: list[str] | None) -> DataBundle:
-    roots = split_root(path) if path.is_dir() else None
-    train_src = roots["train"] if roots else path
-    paths, labels, classes = _file_list(train_src, known)
-    train = check_files(paths, labels, classes, str(train_src))
-    skipped = list(train.skipped)
-    val_src = Path(cfg.val) if cfg.val else (roots["val"] if roots else None)
-    if val_src is not None:
-        if not val_src.exists():
-            raise DaxiaoError(f"No such validation path: {val_src}.")
-        vp, vl, _ = _file_list(val_src, classes)
-        val = check_files(vp, vl, classes, str(val_src))
-        skipped += val.skipped
-    elif known is not None:  # evaluating a trained model: every file is evaluation data
-        val = train
-    else:
-        tr, va = stratified_split(train.labels, cfg.val_split, seed)
-        val = FileList([train.paths[i] for i in va], [train.labels[i] for i in va], classes, train.grey)
-        train = FileList([train.paths[i] for i in tr], [train.labels[i] for i in tr], classes, train.grey,
-                         train.skipped)
-    test = None
-    if roots and "test" in roots:
-        tp, tl, _ = _file_list(roots["test"], classes)
-        test = check_files(tp, tl, classes, str(roots["test"]))
-        skipped += test.skipped
-    if pre is None:
-        channels = cfg.channels or (1 if train.grey and val.grey else 3)
-        pre = Preprocess(cfg.image_size or FOLDER_DEFAULT_SIZE, channels, cfg.resize)
-        pre.mean, pre.std = _folder_stats(train, pre, seed)
-    return DataBundle(FileSplit(train), FileSplit(val), FileSplit(test) if test else None, classes, pre,
-                      str(path), skipped)
+def _workers() -> int:
+    return max(2, min(8, os.cpu_count() or 2))  # threads: Pillow decodes without the GIL
 
 
-def _folder_stats(files: FileList, pre: Preprocess, seed: int, n: int = 256) -> tuple[tuple, tuple]:
-    """Per-channel mean/std from up to `n` training images (seeded sample): enough for normalization."""
-    idx = random.Random(seed).sample(range(len(files.paths)), min(n, len(files.paths)))
-    ds = ImageFiles([files.paths[i] for i in idx], [0] * len(idx), pre)
-    x = torch.stack([item[0] for item in (ds[i] for i in range(len(ds))) if item is not None]).float() / 255
-    return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).clamp_min(1e-3).tolist())
+def _load_files(cfg: DataConfig, path: Path, seed: int, pre: Preprocess | None, known: list[str] | None,
+                cache_dir: str | Path | None) -> DataBundle:
+    """Layout -> file lists -> (header pass: sizes, channels) -> split -> one decoding pass -> splits.
+
+    The train source's files are stored in split order (train part, then the val part drawn from it), so
+    both splits are views of one decoded tensor, and the training part's pixel sums give mean/std."""
+    layout = detect_layout(path, cfg.val)
+    dc.note(layout.describe(cfg.val_split, evaluating=known is not None))
+    paths, labels, classes = _file_list(layout.train, known)
+    sources = {"train": (paths, labels)}
+    for name, src in (("val", layout.val), ("test", layout.test)):
+        if src is not None:
+            sources[name] = _file_list(src, classes)[:2]
+    skipped: dict[str, list[tuple[Path, str]]] = {name: [] for name in ("train", "val", "test")}
+
+    fresh, grey, size, size_rule = pre is None, None, cfg.image_size, ""
+    if fresh and (cfg.image_size is None or cfg.channels is None):  # the data chooses: read headers
+        # Headers only: files they find unreadable are dropped by the decoding pass, as every bad file
+        # is, so the split below never depends on whether this pass ran (evaluate and distill skip it).
+        sizes, grey = [], True
+        for name in [n for n in ("train", "val") if n in sources]:
+            probe = probe_files(sources[name][0], f"scan {name}", _workers())
+            sizes += probe.sizes if name == "train" else []
+            grey = grey and probe.grey
+        if cfg.image_size is None:
+            size, size_rule = choose_size(sizes)
+    parts = {"train": (0, len(sources["train"][0]))}
+    if known is None:
+        _classes_readable(sources["train"][1], classes, str(layout.train), 0)
+    if "val" not in sources and known is None:  # draw val from train: seeded, stratified
+        p, lab = sources["train"]
+        tr, va = stratified_split(lab, cfg.val_split, seed)
+        order = [*tr.tolist(), *va.tolist()]
+        sources["train"] = ([p[i] for i in order], [lab[i] for i in order])
+        parts = {"train": (0, len(tr)), "val": (len(tr), len(order))}
+    if fresh:
+        pre = Preprocess(size, cfg.channels or (1 if grey else 3), cfg.resize)
+        size_rule = size_rule or f"--image-size {size}"
+    # all-grey data bound for 3 channels is stored once and repeated as a view, as the built-in sets are
+    dec = replace(pre, channels=1) if grey and pre.channels == 3 else pre
+    decoded = _decode_all(cfg, sources, parts, dec, cache_dir)
+    splits = _splits(sources, parts, decoded, classes, pre.channels, skipped)
+    if not len(splits["train"]):
+        raise DaxiaoError(f"{layout.train}: none of its images could be read (all corrupt or empty).")
+    if known is None:
+        _classes_readable(splits["train"].targets.tolist(), classes, str(layout.train),
+                          len(skipped["train"]) + len(skipped["val"]))
+    if fresh:  # the training part's exact pixel sums: the same mean/std whether decoded to memory, disk or not
+        mean, std = stats_from_sums(decoded["train"].sums)
+        if dec.channels != pre.channels:
+            mean, std = mean * pre.channels, std * pre.channels
+        pre = replace(pre, mean=mean, std=std)
+    return DataBundle(splits["train"], splits.get("val", splits["train"]), splits.get("test"), classes, pre,
+                      str(path), [f for v in skipped.values() for f in v], size_rule,
+                      {k: v for k, v in skipped.items() if v})
+
+
+def _classes_readable(labels: list[int], classes: list[str], where: str, skipped: int) -> None:
+    present = set(labels)
+    if not present:
+        raise DaxiaoError(f"{where}: none of its images could be read (all corrupt or empty).")
+    if empty := [c for i, c in enumerate(classes) if i not in present]:
+        raise DaxiaoError(f"{where}: class folder(s) {', '.join(empty)} have no readable images"
+                          f"{' after skipping ' + str(skipped) + ' bad files' if skipped else ''}; "
+                          "add images or remove the folder.")
+
+
+def _decode_all(cfg: DataConfig, sources: dict, parts: dict, dec: Preprocess,
+                cache_dir: str | Path | None) -> dict[str, dc.Decoded]:
+    """One pass over every source, into memory, a disk cache, or checked only (see `data.decoded`)."""
+    folder = dc.default_dir(cache_dir)
+    stats = {name: parts["train"][1] if name == "train" else 0 for name in sources}
+    keyed = cfg.data_cache in ("auto", "disk")
+    keys = {name: dc.cache_key(p, dec, stats[name]) for name, (p, _) in sources.items()} if keyed else {}
+    need = sum(len(p) for p, _ in sources.values()) * dec.channels * dec.image_size ** 2
+    cached = cfg.data_cache == "auto" and all(dc.find_cached(folder, k, dec) is not None for k in keys.values())
+    mode, why = dc.choose_mode(cfg.data_cache, need, cfg.memory_budget, folder, cached)
+    where = {"memory": "into memory", "disk": "into the disk cache", "off": "to check them, not kept"}[mode]
+    dc.note(f"data cache: {mode} ({why})")
+    out: dict[str, dc.Decoded] = {}
+    t0, n = time.perf_counter(), 0
+    for name, (p, _) in sources.items():
+        phase = f"decode {name} ({where})"
+        if mode == "memory":
+            out[name] = dc.decode_memory(p, dec, stats[name], phase, _workers())
+        elif mode == "disk":
+            out[name] = dc.decode_disk(p, dec, stats[name], phase, _workers(), folder, keys[name])
+        else:
+            out[name] = dc.check_only(p, dec, stats[name], phase, _workers())
+        n += 0 if out[name].reused else len(p)
+    seconds = time.perf_counter() - t0
+    total = sum(len(p) for p, _ in sources.values())
+    if n:
+        dc.note(f"decoded {n:,} images ({dec.channels}x{dec.image_size}x{dec.image_size}, "
+                f"{dc.human_bytes(need)}) {where} in {seconds:.1f}s ({n / max(seconds, 1e-9):,.0f}/s)")
+    if n < total:
+        dc.note(f"reused the disk cache for {total - n:,} images ({folder})")
+    return out
+
+
+def _splits(sources: dict, parts: dict, decoded: dict[str, dc.Decoded], classes: list[str], channels: int,
+            skipped: dict[str, list]) -> dict:
+    """Each split as a view of its source's decoded rows (TensorSplit), or its checked files (FileSplit)."""
+    out = {}
+    for src, d in decoded.items():
+        paths, labels = sources[src]
+        cuts = parts if src == "train" else {src: (0, len(paths))}
+        for i, why in sorted(d.bad.items()):
+            skipped[next(k for k, (a, b) in cuts.items() if a <= i < b)].append((paths[i], why))
+        for name, (a, b) in cuts.items():
+            r0, r1 = d.rows(a, b)
+            files, labs = [paths[i] for i in d.kept[r0:r1]], [labels[i] for i in d.kept[r0:r1]]
+            if d.images is None:
+                out[name] = FileSplit(FileList(files, labs, classes, grey=channels == 1))
+            else:
+                out[name] = TensorSplit(channel_convert(d.images[r0:r1], channels, view=True),
+                                        torch.tensor(labs, dtype=torch.long), files)
+    return out

@@ -97,13 +97,18 @@ def augment_generator(seed: int, epoch: int, shard: Shard | None, offset: int = 
 
 
 class RankSampler(torch.utils.data.Sampler):
-    """A DataLoader's indices for one rank: the order `TensorLoader` draws (shuffled or balanced, from (seed,
-    epoch)), sharded by `shard_order`. torch's DistributedSampler would pad eval sets with repeats (scoring
-    some files twice) and cannot draw balanced classes, hence this one rule for both loaders."""
+    """A DataLoader's indices: the order `TensorLoader` draws (shuffled or balanced, from (seed, epoch)), for
+    one rank sharded by `shard_order`. The same (seed, epoch) gives the same batches from files as from their
+    decoded tensor, so cached and uncached training are the same computation; `generator`, left just after
+    the order was drawn, continues into the augmentation draws exactly as TensorLoader's does. torch's
+    DistributedSampler would pad eval sets with repeats (scoring some files twice) and cannot draw balanced
+    classes, hence this one rule for both loaders."""
 
-    def __init__(self, n: int, shard: Shard, shuffle: bool, weights: torch.Tensor | None, seed: int, pad: bool):
+    def __init__(self, n: int, shard: Shard | None, shuffle: bool, weights: torch.Tensor | None, seed: int,
+                 pad: bool = True):
         self.n, self.shard, self.shuffle, self.weights, self.seed, self.pad = n, shard, shuffle, weights, seed, pad
         self.epoch = 0
+        self.generator: torch.Generator | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -111,9 +116,10 @@ class RankSampler(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return shard_len(self.n, self.shard, self.pad)
 
-    def __iter__(self):
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(shard_order(_order(self.n, g, self.shuffle, self.weights), self.shard, self.pad).tolist())
+    def __iter__(self) -> Iterator[int]:
+        self.generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = _order(self.n, self.generator, self.shuffle, self.weights)
+        return iter(shard_order(order, self.shard, self.pad).tolist())
 
 
 class TensorLoader:
@@ -161,7 +167,9 @@ class TensorLoader:
 
 
 class FileLoader:
-    """A DataLoader over image files with workers; same interface and seeding as TensorLoader."""
+    """A DataLoader over image files with workers; same interface, order and augmentation draws as
+    TensorLoader. A file that fails to decode now (changed on disk since the check) is left out of its
+    batch and counted; the count is reported once per pass."""
 
     def __init__(self, split: FileSplit, batch_size: int, preprocess: Preprocess, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False, workers: int = 2, balanced: bool = False,
@@ -170,50 +178,49 @@ class FileLoader:
         self.seed, self.epoch, self.pre, self.augment, self.shard = seed, 0, preprocess, augment, shard
         self.batch_size = batch_size
         self.device = device if device is not None and device.type == "cuda" else None
-        self.generator = torch.Generator()
+        self.dropped = 0  # files that failed during the last pass
         ds = ImageFiles(split.files.paths, split.files.labels, preprocess)
-        sampler = None
         weights = balanced_weights(torch.tensor(split.files.labels)) if balanced else None
-        if shard is not None and shard[1] > 1:
-            sampler = RankSampler(len(ds), shard, shuffle, weights, seed, pad)
-        elif balanced:
-            sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=self.generator)
-        self.sampler = sampler
+        self.sampler = RankSampler(len(ds), shard, shuffle, weights, seed, pad)
         self.loader = torch.utils.data.DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, drop_last=drop_last,
-            num_workers=workers, collate_fn=collate_skip_none, generator=self.generator,
-            persistent_workers=workers > 0, pin_memory=self.device is not None)
+            ds, batch_size=batch_size, sampler=self.sampler, drop_last=drop_last, num_workers=workers,
+            collate_fn=collate_skip_none, persistent_workers=workers > 0, pin_memory=self.device is not None,
+            generator=torch.Generator().manual_seed(seed))  # its workers' seeds: never drawn from the global RNG
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if isinstance(self.sampler, RankSampler):
-            self.sampler.set_epoch(epoch)
+        self.epoch = self.sampler.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        g = (augment_generator(self.seed, self.epoch, self.shard, offset=1)  # augmentation's own stream
-             or torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch) + 1))
-        for x, y, idx in self.loader:
+        self.dropped, expected, g = 0, 0, None
+        for x, y, idx, asked in self.loader:
+            self.dropped += asked - len(y)
+            expected += asked
             if len(y):
                 if self.device is not None:  # pinned uint8 batch: the copy overlaps; the rest runs on the GPU
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                if self.augment is not None:  # the same batched tensor path as in-memory sets
+                if self.augment is not None:  # the same draws as TensorLoader: its generator, after the order
+                    g = g or augment_generator(self.seed, self.epoch, self.shard) or self.sampler.generator
                     x, y = self.augment(x, y, g)
                 yield Batch(self.pre.normalize(x), y, idx)
+        if self.dropped:
+            from ..console import console
+
+            console.print(f"warning: {self.dropped} of {expected} image files failed to decode during this pass "
+                          "(changed on disk since they were checked); they were left out", markup=False)
 
 
-def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack (image, label, index) items, dropping files that failed to decode (None)."""
+def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Stack (image, label, index) items, dropping files that failed to decode (None); also how many were asked."""
+    asked = len(batch)
     batch = [b for b in batch if b is not None]
     if not batch:
-        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+        return (torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long),
+                asked)
     return (torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch], dtype=torch.long),
-            torch.tensor([b[2] for b in batch], dtype=torch.long))
-
-
+            torch.tensor([b[2] for b in batch], dtype=torch.long), asked)
 def make_loader(split: Split, batch_size: int, preprocess: Preprocess, shuffle: bool = False, seed: int = 0,
                 workers: int = 2, drop_last: bool = False, balanced: bool = False,
                 augment: BatchAugment | None = None, shard: Shard | None = None, pad: bool = True,

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.decode import BadImage, decode_array
-from ..data.folder import collect_images, read_csv_list, scan_folder, split_root
+from ..data.folder import collect_images, read_csv_list, scan_folder
+from ..data.layout import detect_layout
 from ..data.preprocess import Preprocess
 from ..errors import DaxiaoError
 from .bundle import Bundle, bundle_dir, read_bundle
@@ -251,10 +252,11 @@ def evaluate_files(engine: Engine, data: str | Path, split: str = "test", batch_
     """Accuracy and per-class metrics of `engine` on an image folder or CSV list (all its images; in a
     train/val/test layout, the `split` folder), in the model's class order. Torch-free."""
     path = Path(data)
-    roots = split_root(path) if path.is_dir() else None
-    if roots:
-        split = split if split in roots else "val"
-        path = roots[split]
+    layout, scored = detect_layout(path), "all"
+    if layout.kind in ("splits", "train-test", "train"):  # the asked split's folder, else val, else test
+        folders = {"train": layout.train, "val": layout.val, "test": layout.test}
+        scored = next(n for n in (split, "val", "test", "train") if folders.get(n))
+        path = folders[scored]
     if path.is_file() and path.suffix.lower() == ".csv":
         paths, labels, found = read_csv_list(path)
     elif path.is_dir():
@@ -281,7 +283,7 @@ def evaluate_files(engine: Engine, data: str | Path, split: str = "test", batch_
     probs = np.concatenate([softmax(engine.logits(engine.preprocess.normalize_array(
         np.stack([arrays[i] for i in keep[j:j + batch_size]])))) for j in range(0, len(keep), batch_size)])
     names = [str(paths[i]) for i in keep]
-    return {**scores(y, probs, engine.classes), "data": str(data), "split": split if roots else "all",
+    return {**scores(y, probs, engine.classes), "data": str(data), "split": scored,
             "skipped": len(paths) - len(keep), "labels": y, "probs": probs, "names": names}
 
 

@@ -55,6 +55,7 @@ def evaluate_model(weights: str | Path, data: str | None = None, split: str = "t
     p, r, f, s = precision_recall_fscore_support(labels.numpy(), preds.numpy(), labels=list(range(len(classes))),
                                                  zero_division=0)
     out = {"acc": res["acc"], "loss": res["loss"], "n": len(labels), "data": data, "split": split,
+           "unscored": len(part) - len(labels) + len(bundle.dropped.get(split, [])),
            "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                          for i, c in enumerate(classes)}}
     if "top5" in res:
@@ -68,9 +69,16 @@ def evaluate_model(weights: str | Path, data: str | None = None, split: str = "t
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["item", "true", "predicted", "probability", "correct"])
-        for i, j in enumerate(res["index"].tolist()):
+        seen = res["index"].tolist()
+        for i, j in enumerate(seen):
             w.writerow([csv_safe(names[j]), csv_safe(classes[labels[i]]), csv_safe(classes[preds[i]]),
                         f"{probs[i, preds[i]]:.4f}", int(labels[i] == preds[i])])
+        # files not scored are listed too, never silently missing: failed now, or unreadable at the check
+        targets = part.targets.tolist()
+        for j in sorted(set(range(len(part))) - set(seen)):
+            w.writerow([csv_safe(names[j]), csv_safe(classes[targets[j]]), "(failed to decode)", "", ""])
+        for f, why in bundle.dropped.get(split, []):
+            w.writerow([csv_safe(str(f)), "", f"(unreadable: {why})", "", ""])
         atomic_write(out_dir / "predictions.csv", buf.getvalue())
         out["files"] = [str(out_dir / "confusion_matrix.png"), str(out_dir / "predictions.csv")]
     return out

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from ..console import console, progress_bar
+from ..console import console, progress
 from ..errors import DaxiaoError
 from .distributed import is_rank_zero
 
@@ -192,32 +192,28 @@ class EarlyStopping(Callback):
 
 
 class ProgressBar(Callback):
-    """A bar while an epoch trains (loss, accuracy, images/s every 10 steps) and one line per epoch."""
+    """A bar while an epoch trains (loss, images/s every 10 steps) and one line per epoch. Off a terminal
+    the bar becomes a plain line at a fixed interval (`daxiao.console.progress`), so a log shows progress."""
 
     rank_zero_only = True
 
     def __init__(self, epochs: int):
         self.epochs = epochs
-        self.progress = None
-
-    def on_train_begin(self, logs=None):
-        self.progress = progress_bar(info=True)
-        self.progress.start()
+        self.phase = None
 
     def on_epoch_begin(self, epoch, logs=None):
         n = len(self.session.train_loader)
-        self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=n, info="")
+        self.phase = progress(f"epoch {epoch + 1}/{self.epochs}", n, "batches").start()
         self.seen, self.t0 = 0, time.perf_counter()
 
     def on_train_batch_end(self, step, logs=None):
         self.seen += logs["size"]
         if step % 10 == 0:  # one host sync every 10 steps, not every step
             rate = self.seen / (time.perf_counter() - self.t0)
-            info = f"loss {logs['loss'].item():.4f} {rate:,.0f} img/s"
-            self.progress.update(self.task, completed=step + 1, info=info)
+            self.phase.update(step + 1, f"loss {logs['loss'].item():.4f} {rate:,.0f} img/s")
 
     def on_epoch_end(self, epoch, logs=None):
-        self.progress.remove_task(self.task)
+        self._close()
         val = (f"val loss {logs['val_loss']:.4f} acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs
                else "no validation")
         console.print(f"epoch {epoch + 1:>3}/{self.epochs}  train loss {logs['loss']:.4f} acc {logs['accuracy']:.4f}  "
@@ -225,8 +221,13 @@ class ProgressBar(Callback):
                       f"{logs['epoch_seconds']:.1f}s")
 
     def on_train_end(self, logs=None):
-        if self.progress is not None:
-            self.progress.stop()
+        self._close()
+
+    def _close(self) -> None:
+        if self.phase is not None:
+            self.phase.enabled = False  # the epoch line that follows says it all: no "done in" line as well
+            self.phase.close()
+            self.phase = None
 
 
 class RankSeed(Callback):

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..config.augment import parse_augment
-from ..console import console
+from ..console import console, escape, progress
 from ..data import DataBundle, Split, load_data, make_loader, subset
 from ..data.preprocess import Preprocess
 from ..errors import DaxiaoError
@@ -127,7 +127,7 @@ def _short(classes: list[str]) -> str:
 def teacher_data(cfg: RunConfig, pre: Preprocess) -> DataBundle:
     """The student's data loaded again with the teacher's own preprocessing (size, channels, normalization)
     and split exactly as the student's: same settings, same seed."""
-    return load_data(replace(cfg.data, augment="none"), cfg.train.seed, preprocess=pre)
+    return load_data(replace(cfg.data, augment="none"), cfg.train.seed, preprocess=pre, cache_dir=cfg.train.cache_dir)
 
 
 @torch.inference_mode()
@@ -136,7 +136,11 @@ def teacher_logits(teacher: nn.Module, split: Split, pre: Preprocess, order: tor
     """The teacher's logits (data's class order) for every image of `split`, in split order."""
     device = device or resolve_device()
     teacher.to(device).to(memory_format=torch.channels_last)
-    out = [teacher(batch.to(device).inputs).float() for batch in make_loader(split, 256, pre, workers=workers)]
+    out = []
+    with progress("teacher logits", len(split), "images") as bar:
+        for batch in make_loader(split, 256, pre, workers=workers):
+            out.append(teacher(batch.to(device).inputs).float())
+            bar.advance(len(batch))
     return torch.cat(out)[:, order]
 
 
@@ -199,7 +203,8 @@ def distill(cfg: RunConfig, teacher: str | Path, alpha: float = 0.5, temperature
     cfg = copy.deepcopy(cfg).validate()
     if not cfg.name and not cfg.resume:
         cfg.name = next_free(Path(cfg.project), f"{default_name(cfg)}-kd").name
-    bundle = subset(load_data(data_config(cfg, cfg.model.name), cfg.train.seed), *limits, seed=cfg.train.seed)
+    bundle = subset(load_data(data_config(cfg, cfg.model.name), cfg.train.seed, cache_dir=cfg.train.cache_dir),
+                    *limits, seed=cfg.train.seed)
     model, t_pre, order = load_teacher(teacher, bundle.classes, cfg.data.data)
     t_bundle = subset(teacher_data(cfg, t_pre), *limits, seed=cfg.train.seed)
     device = device_for_rank(cfg.train.device)  # --device; cuda:LOCAL_RANK in a torchrun job
@@ -209,8 +214,9 @@ def distill(cfg: RunConfig, teacher: str | Path, alpha: float = 0.5, temperature
     settings = {"teacher": str(teacher), "alpha": alpha, "temperature": temperature,
                 "teacher_logits": "cached" if cached else "on the fly", "teacher_val_acc": t_acc}
     if verbose:
-        console.print(f"distilling {teacher} (val acc {t_acc:.4f} on this split) into {cfg.model.name}: alpha "
-                      f"{alpha}, T {temperature}, teacher logits {settings['teacher_logits']}")
+        console.print(f"distilling {escape(str(teacher))} (val acc {t_acc:.4f} on this split) into "
+                      f"{escape(cfg.model.name)}: alpha {alpha}, T {temperature}, "
+                      f"teacher logits {settings['teacher_logits']}")
     callback = distillation(model, bundle, t_bundle, order, alpha, temperature, cached, device)
     result = train(cfg, verbose=verbose, bundle=bundle, callbacks=[callback])
     atomic_write_json(Path(result["run_dir"], "distill.json"), settings)

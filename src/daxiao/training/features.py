@@ -12,7 +12,6 @@ import json
 import os
 import time
 from collections import OrderedDict
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save
 
 from ..config import RunConfig
 from ..config.augment import parse_augment
-from ..console import console, progress_bar
+from ..console import console, progress
 from ..data import DataBundle, FeatureSplit, Split, TensorSplit, make_loader
 from ..data.preprocess import Preprocess
 from ..errors import DaxiaoError
@@ -64,14 +63,11 @@ def extract_features(model: TransferModel, split: Split, pre: Preprocess, batch_
     model.eval()
     loader = make_loader(split, batch_size, pre, workers=workers)
     out = []
-    progress = progress_bar() if verbose else None
-    with progress or nullcontext():
-        task = progress.add_task(desc, total=len(loader)) if progress else None
+    with progress(desc, len(split), "images", enabled=verbose) as bar:
         for batch in loader:
             with autocast(device, bf16):
                 out.append(model.features(batch.to(device).inputs).float().cpu())
-            if progress:
-                progress.advance(task)
+            bar.advance(len(batch))
     feats = torch.cat(out) if out else torch.empty(0, model.num_features)
     if len(feats) != len(split):
         raise DaxiaoError(f"{desc}: {len(split) - len(feats)} images could not be read while computing features.")
@@ -143,7 +139,8 @@ def feature_bundle(model: TransferModel, bundle: DataBundle, cfg: RunConfig, ver
         return FeatureSplit(f, split.targets)
 
     out = DataBundle(feats("train"), feats("val"), None, bundle.classes, bundle.preprocess,
-                     f"{bundle.source} (cached {model.num_features}-d features)", bundle.skipped)
+                     f"{bundle.source} (cached {model.num_features}-d features)", bundle.skipped,
+                     bundle.size_rule, bundle.dropped)
     if verbose:
         console.print(f"features of {len(out.train) + len(out.val)} images ready in {time.perf_counter() - t0:.1f}s")
     return out

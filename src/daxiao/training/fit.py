@@ -138,7 +138,8 @@ def load_for_model(model: nn.Module, data: str, cfg: RunConfig) -> DataBundle:
     """Named data at the model's input size and channels (digits upscaled for a 28x28 model, say)."""
     mcfg = getattr(model, "pretrained_cfg", None) or {}
     c, s, _ = mcfg.get("input_size", (cfg.data.channels, cfg.data.image_size, None))
-    return load_data(DataConfig(**{**vars(cfg.data), "data": data, "image_size": s, "channels": c}), cfg.train.seed)
+    return load_data(DataConfig(**{**vars(cfg.data), "data": data, "image_size": s, "channels": c}), cfg.train.seed,
+                     cache_dir=cfg.train.cache_dir)
 
 
 def describe(model: nn.Module, bundle: DataBundle, s: Session) -> None:
@@ -147,7 +148,8 @@ def describe(model: nn.Module, bundle: DataBundle, s: Session) -> None:
     start = s.state.epoch
     resuming = f", resuming at epoch {start + 1}" if start else ""
     console.print(f"[bold]{escape(name)}[/] on {escape(bundle.source)}: {len(bundle.train)} train / {val} images, "
-                  f"{len(bundle.classes)} classes, {pre.channels}x{pre.image_size}x{pre.image_size}, "
+                  f"{len(bundle.classes)} classes, {pre.channels}x{pre.image_size}x{pre.image_size}"
+                  f"{f' ({escape(bundle.size_rule)})' if bundle.size_rule else ''}, "
                   f"{'fp16' if s.fp16 else 'bf16' if s.bf16 else 'fp32'} on {s.device}{_ranks(s)}{resuming}")
     counts = bundle.class_counts()
     if len(counts) <= 20:

@@ -49,7 +49,10 @@ def run_folder(cfg: RunConfig) -> Path:
 def build(cfg: RunConfig) -> tuple[torch.nn.Module, DataBundle]:
     """The data, then a model shaped for it (classes, channels, input size), initialised from the seed."""
     info = model_info(cfg.model.name)  # unknown names fail here, before any data is read
-    bundle = load_data(data_config(cfg, info.name), cfg.train.seed)
+    bundle = load_data(data_config(cfg, info.name), cfg.train.seed, cache_dir=cfg.train.cache_dir)
+    if cfg.model.pretrained and cfg.data.image_size is None:
+        bundle.size_rule = (f"{info.name}'s pretrained weights take {bundle.preprocess.image_size} px "
+                            "(--image-size N overrides)")
     return make_model(cfg, bundle), bundle
 
 
@@ -74,7 +77,7 @@ def make_model(cfg: RunConfig, bundle: DataBundle) -> torch.nn.Module:
                          alpha=m.alpha, drop_rate=m.drop_rate, **head_kwargs(m))
     if m.weights:
         report = load_weights(model, m.weights)
-        console.print(f"weights from {m.weights}: {_summary(report)}")
+        console.print(f"weights from {m.weights}: {_summary(report)}", markup=False)
     return model
 
 

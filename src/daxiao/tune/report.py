@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from rich.table import Table
 
 from ..config import RunConfig, save_yaml
-from ..console import console
+from ..console import console, escape
 from .space import Param, apply_params
 
 # Leaderboards are wide: in a log file (not a terminal) give them room rather than wrapping every cell.
@@ -115,10 +115,10 @@ def write_outputs(study: optuna.Study, space: dict[str, Param], base: RunConfig,
         if complete:
             console.print(f"best: trial {out['best_trial']}, cv acc {out['best_value']:.4f}, "
                           + " ".join(f"{k}={v}" for k, v in out["best_params"].items()))
-            console.print(f"train it: [bold]daxiao train --config {folder / 'best.yaml'}[/]")
+            console.print(f"train it: [bold]daxiao train --config {escape(str(folder / 'best.yaml'))}[/]")
         else:
             console.print("[yellow]no trial completed[/]: see trials.csv for why")
-        console.print("wrote " + ", ".join(str(f) for f in out["files"]))
+        console.print("wrote " + ", ".join(str(f) for f in out["files"]), markup=False)
     return out
 
 

@@ -23,7 +23,7 @@ import yaml
 from optuna.trial import TrialState
 
 from ..config import RunConfig
-from ..console import console
+from ..console import console, escape
 from ..errors import DaxiaoError, check_choice
 from ..files import check_new_folder, next_free
 from .cv import FoldCache, cross_validate
@@ -361,8 +361,8 @@ def tune(base: RunConfig, settings: TuneSettings, verbose: bool = True) -> dict:
         console.print(f"resuming {settings.study}: re-running cut-off trial(s) {', '.join(map(str, rerun))}")
     if verbose:
         done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-        console.print(f"study [bold]{settings.study}[/] in {folder}: {settings.sampler} sampler, {settings.pruner} "
-                      f"pruner, {'hold-out' if settings.cv == 0 else f'{settings.cv}-fold CV'}, "
+        console.print(f"study [bold]{escape(settings.study)}[/] in {escape(str(folder))}: {settings.sampler} sampler, "
+                      f"{settings.pruner} pruner, {'hold-out' if settings.cv == 0 else f'{settings.cv}-fold CV'}, "
                       f"{settings.n_trials(space)} trials ({done} finished before), {settings.jobs} worker(s) x "
                       f"{threads} thread(s)")
     deadline = time.time() + settings.timeout * 60 if settings.timeout else None
