@@ -20,13 +20,14 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
-from .. import __version__
 from ..data.preprocess import Preprocess
 from ..errors import DaxiaoError
 from ..files import atomic_write_json
 
+__version__ = version("daxiao")  # the installed package's, as pip records it (no import of daxiao itself)
 BUNDLE_FORMAT = 1  # bump when a reader of the old format would misread a new bundle
 META_FILE = "bundle.json"
 RUNTIMES = ("onnx", "torchscript")
