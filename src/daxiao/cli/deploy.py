@@ -31,7 +31,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"note: serving on {args.host}: reachable from other machines; there is no authentication.")
-    err.print(f"serving {args.source} on http://{args.host}:{args.port}/ (page at /, API docs at /docs); Ctrl-C stops")
     serve(args.source, args.host, args.port, args.workers, max_bytes=int(args.max_mb * 1024 * 1024),
           timeout_s=args.timeout, top_k=args.top_k, threads=args.threads, variant=args.variant)
     return 0

@@ -232,8 +232,12 @@ def serve(source: str | Path, host: str = "127.0.0.1", port: int = 8000, workers
     """Serve `source` until interrupted. The app is built first, so a bad bundle fails before binding."""
     import uvicorn
 
+    from ..console import console
+
     app = create_app(source, **app_kw)
     sock = bind(host, port)
+    where = f"[{host}]" if ":" in host else host
+    console.print(f"serving {source} on http://{where}:{port}/ (page at /, API docs at /docs); Ctrl-C stops")
     if workers == 1:
         config = uvicorn.Config(app, log_level=log_level, timeout_keep_alive=5, limit_concurrency=max_connections)
         uvicorn.Server(config).run(sockets=[sock])
@@ -243,5 +247,9 @@ def serve(source: str | Path, host: str = "127.0.0.1", port: int = 8000, workers
     os.environ["DAXIAO_SERVE"] = json.dumps({"source": str(source), **app_kw})
     config = uvicorn.Config("daxiao.deploy.serve:app_from_env", factory=True, workers=workers, log_level=log_level,
                             timeout_keep_alive=5, limit_concurrency=max_connections)
-    server = uvicorn.Server(config)
-    Multiprocess(config, target=server.run, sockets=[sock]).run()
+    import inspect
+
+    if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.50 took the server's run function
+        Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+    else:
+        Multiprocess(config, sockets=[sock]).run()
