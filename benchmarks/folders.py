@@ -204,6 +204,46 @@ def fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def interleaved(out: Path, rounds: int, steps: int) -> dict:
+    """Training throughput once decoded, A/B/C in one process and alternated (the machine's load changes
+    by the minute; alternating gives each source the same conditions): `steps` training steps of seed-cnn
+    (batch 128, fp32, Adam) from the built-in set, the folder in memory and the folder's disk cache."""
+    sys.path.insert(0, str(ROOT / "src"))
+    import torch
+
+    from daxiao.config import DataConfig
+    from daxiao.data import load_data, make_loader
+    from daxiao.models import create_model
+
+    root = prepare_fashion(out)
+    sources = {"built-in": load_data(DataConfig(data="fashion-mnist"), 0),
+               "folder, memory": load_data(DataConfig(data=str(root), data_cache="memory"), 0),
+               "folder, disk cache": load_data(DataConfig(data=str(root), data_cache="disk"), 0,
+                                               cache_dir=out / "cache-disk")}
+    rates: dict[str, list[float]] = {k: [] for k in sources}
+    for r in range(rounds):
+        for name, b in sources.items():
+            torch.manual_seed(0)
+            model = create_model("seed-cnn", num_classes=10, in_chans=1, input_size=28)
+            model = model.to(memory_format=torch.channels_last).train()
+            opt = torch.optim.Adam(model.parameters(), 1e-3)
+            loader = make_loader(b.train, 128, b.preprocess, shuffle=True, seed=r)
+            it, seen = iter(loader), 0
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                batch = next(it).to(torch.device("cpu"))
+                loss = torch.nn.functional.cross_entropy(model(batch.inputs), batch.targets)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                seen += len(batch)
+            rates[name].append(seen / (time.perf_counter() - t0))
+            print(f"  round {r + 1} {name}: {rates[name][-1]:,.0f} img/s", flush=True)
+    base = float(np.median(rates["built-in"]))
+    return {k: {"images_per_s": v, "median": float(np.median(v)), "vs_builtin": float(np.median(v)) / base}
+            for k, v in rates.items()}
+
+
 def table(rows: list[dict], anchor: float | None) -> str:
     lines = ["| case | load s (scan + decode) | time to first batch s | images/s per epoch | vs built-in | "
              "total wall s | test acc |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -219,7 +259,9 @@ def table(rows: list[dict], anchor: float | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=["fashion", "224"], default="fashion")
+    ap.add_argument("--part", choices=["fashion", "224", "interleaved"], default="fashion")
+    ap.add_argument("--rounds", type=int, default=5, help="--part interleaved: alternations")
+    ap.add_argument("--steps", type=int, default=100, help="--part interleaved: training steps per measurement")
     ap.add_argument("--out", default="/tmp/daxiao-folders", help="where the image folders and caches go")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--images", type=int, default=5000, help="--part 224: images written (1/5 of them test)")
@@ -234,6 +276,17 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
     print(f"CPU: {cpu()}; load before {load[0]:.2f}", flush=True)
+    if a.part == "interleaved":
+        r = interleaved(out, a.rounds, a.steps)
+        after = os.getloadavg()
+        print("| source | median img/s | vs built-in |\n|---|---:|---:|")
+        for k, v in r.items():
+            print(f"| {k} | {v['median']:,.0f} | {v['vs_builtin']:.2f}x |")
+        dest = ROOT / "benchmarks" / "results" / "folders-interleaved.json"
+        dest.parent.mkdir(exist_ok=True)
+        dest.write_text(json.dumps({"cpu": cpu(), "load_before": load, "load_after": after, "rounds": a.rounds,
+                                    "steps": a.steps, "sources": r, "command": " ".join(sys.argv)}, indent=2))
+        return
     rows = fashion_cases(out, a.epochs) if a.part == "fashion" else big_cases(out, a.images, a.epochs)
     anchor = np.median(rows[0]["images_per_s"]) if a.part == "fashion" else None
     after = os.getloadavg()

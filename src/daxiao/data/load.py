@@ -92,12 +92,12 @@ def _load_files(cfg: DataConfig, path: Path, seed: int, pre: Preprocess | None, 
     The train source's files are stored in split order (train part, then the val part drawn from it), so
     both splits are views of one decoded tensor, and the training part's pixel sums give mean/std."""
     layout = detect_layout(path, cfg.val)
-    dc.note(layout.describe(cfg.val_split, evaluating=known is not None))
     paths, labels, classes = _file_list(layout.train, known)
     sources = {"train": (paths, labels)}
     for name, src in (("val", layout.val), ("test", layout.test)):
         if src is not None:
             sources[name] = _file_list(src, classes)[:2]
+    dc.note(layout.describe(cfg.val_split, evaluating=known is not None))  # once the folders made sense
     skipped: dict[str, list[tuple[Path, str]]] = {name: [] for name in ("train", "val", "test")}
 
     fresh, grey, size, size_rule = pre is None, None, cfg.image_size, ""
