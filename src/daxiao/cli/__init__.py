@@ -27,19 +27,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .. import interrupt
+
+    typed = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     for k in ("batch_size", "top_k", "input_size", "epochs", "jobs", "trials"):
         if isinstance(getattr(args, k, None), int) and getattr(args, k) < 1:
             err.print(f"[red]error:[/] --{k.replace('_', '-')} must be >= 1 (received {getattr(args, k)}).")
             return 2
-    try:
-        return args.fn(args)
-    except DaxiaoError as e:
-        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)  # escaped: "mobilenet-v1[alpha=2]" is not markup
-        return 2
-    except KeyboardInterrupt:
-        err.print("interrupted; the last finished epoch is saved: continue with `daxiao train --resume --name RUN`.")
-        return 130
+    with interrupt.handle_signals():  # SIGTERM as Ctrl-C; a second one exits at once
+        try:
+            return args.fn(args)
+        except DaxiaoError as e:
+            # escaped: "mobilenet-v1[alpha=2]" is not markup
+            err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+            return 2
+        except KeyboardInterrupt as e:
+            why = "terminated (SIGTERM)" if isinstance(e, interrupt.Terminated) else "interrupted"
+            err.print(escape(interrupt.interrupted_message(typed, why)), highlight=False)
+            return 130
+        except torch_oom() as e:
+            err.print(f"[red]error:[/] out of memory ({escape(str(e).splitlines()[0][:100])}); lower --batch-size "
+                      "or --image-size, or use a smaller --model. "
+                      + escape(interrupt.interrupted_message(typed, "stopped")), highlight=False)
+            return 2
+
+
+def torch_oom() -> tuple[type[BaseException], ...]:
+    """Out-of-memory errors: the process's own, and torch's for an accelerator (only if torch is loaded)."""
+    oom = sys.modules.get("torch")
+    if oom is not None and hasattr(oom, "OutOfMemoryError"):
+        return (MemoryError, oom.OutOfMemoryError)
+    return (MemoryError,)
 
 
 if __name__ == "__main__":

@@ -56,12 +56,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     settings = TuneSettings(space=args.space or {}, sampler=args.sampler, trials=args.trials, cv=args.cv,
                             pruner=args.pruner, jobs=args.jobs, storage=args.storage, study=args.study,
                             timeout=args.timeout)
-    try:
-        tune(cfg, settings)
-    except KeyboardInterrupt:
-        err.print("interrupted; finished trials are stored: continue with `daxiao tune --resume --name STUDY` "
-                  "(the trial that was cut off runs again).")
-        return 130
+    tune(cfg, settings)  # Ctrl-C: tune writes trials.csv/best.yaml, main() prints the command that resumes it
     return 0
 
 def cmd_distill(args: argparse.Namespace) -> int:

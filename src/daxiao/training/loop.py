@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data import Batch
+from ..errors import DaxiaoError
 from .callbacks import Callback, CallbackList, keras_logs
 from .losses import build_criterion
 from .precision import autocast
@@ -27,13 +28,22 @@ def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model.classify(batch.inputs) if batch.kind == "features" else model(batch.inputs)
 
 
+class NonFiniteLoss(DaxiaoError):
+    """The training loss became NaN or inf: training stops, the run folder keeps the last good epoch."""
+
+
 # ---- one epoch -----------------------------------------------------------------------------------------
-def train_one_epoch(session, callbacks: Callback | None = None) -> dict:
-    """One pass over the session's train loader; returns {"loss", "acc", "images_per_s", "seconds"}."""
+def train_one_epoch(session, callbacks: Callback | None = None, epoch: int = 0, check_finite: bool = True) -> dict:
+    """One pass over the session's train loader; returns {"loss", "acc", "images_per_s", "seconds"}.
+    Raises `NonFiniteLoss` (naming the epoch and first bad step) if any step's loss was NaN or inf, unless
+    `check_finite` is off (the lr range test drives the loss to divergence on purpose)."""
     s, cbs = session, callbacks or CallbackList([])
     s.model.train()
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
+    # Non-finite loss is checked on every step but read once, at the epoch's own .item() below: the first bad
+    # step is kept on the device (no host sync per step), and the epoch's weights are never saved if it is set.
+    first_bad = torch.full((), -1, device=s.device, dtype=torch.long)
     seen, t0 = 0, time.perf_counter()
     for step, batch in enumerate(s.train_loader):
         batch = batch.to(s.device, non_blocking=True)
@@ -47,6 +57,8 @@ def train_one_epoch(session, callbacks: Callback | None = None) -> dict:
         s.optimizer.step()
         s.scheduler.step()  # per step, not per epoch: warmup and one-cycle need the resolution
         n = len(batch)
+        bad = ~torch.isfinite(loss.detach())
+        first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
         loss_sum += loss.detach() * n  # summed on the tensor: no host sync per step
         hard = batch.targets.argmax(1) if batch.targets.ndim == 2 else batch.targets  # Mixup/CutMix: soft targets
         correct += (logits.argmax(1) == hard).sum()
@@ -55,6 +67,11 @@ def train_one_epoch(session, callbacks: Callback | None = None) -> dict:
         if s.stop_training:
             break
     dt = time.perf_counter() - t0
+    if check_finite and (step_bad := int(first_bad.item())) >= 0:
+        lr = s.optimizer.param_groups[0]["lr"]
+        raise NonFiniteLoss(f"the training loss became NaN or inf at epoch {epoch + 1}, step {step_bad + 1} of "
+                            f"{len(s.train_loader)} (lr {lr:.3g}); training stopped and nothing of this epoch was "
+                            f"saved. Try a lower learning rate (e.g. --lr {lr / 10:.3g}), or --precision fp32.")
     return {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1),
             "images_per_s": seen / dt, "seconds": dt}
 
@@ -130,7 +147,7 @@ def run_epoch(session, epoch: int, callbacks: CallbackList) -> dict:
     s = session
     callbacks.on_epoch_begin(epoch, {})
     s.train_loader.set_epoch(epoch)  # the shuffle order depends on (seed, epoch) only: resumable
-    tr = train_one_epoch(s, callbacks)
+    tr = train_one_epoch(s, callbacks, epoch)
     va = s.evaluate() if s.val_loader is not None else None
     improved = s.state.update(epoch, tr, va, s.optimizer.param_groups[0]["lr"], s.model)
     logs = {**keras_logs(s.state.history[-1]), "improved": improved}

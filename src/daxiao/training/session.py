@@ -59,7 +59,9 @@ def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, optimizer: tor
     criterion = criterion.to(device)
     optimizer = optimizer or build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), t.epochs)
-    bf16 = choose_bf16(t.precision, device, _train_step(model, train_loader, criterion, device))
+    # --deterministic: a timing rule must not choose the arithmetic (two runs could choose differently)
+    precision = "fp32" if t.deterministic and t.precision == "auto" else t.precision
+    bf16 = choose_bf16(precision, device, _train_step(model, train_loader, criterion, device))
     return Session(model, train_loader, val_loader, criterion, optimizer, scheduler, bf16, device, pre,
                    list(bundle.classes))
 
