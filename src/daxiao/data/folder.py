@@ -35,7 +35,9 @@ class FileList:
 
 
 def is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_EXTS
+    """An image file by its extension (any case); a broken or looping link with one is listed too, so it is
+    skipped and counted with its reason rather than silently left out."""
+    return p.suffix.lower() in IMAGE_EXTS and (p.is_file() or p.is_symlink())
 
 
 def split_root(root: Path) -> dict[str, Path] | None:
@@ -97,15 +99,25 @@ def check_files(paths: list[Path], labels: list[int], classes: list[str], where:
     skipped = [(paths[i], results[i][0]) for i in range(len(paths)) if results[i][0] is not None]
     fl = FileList([paths[i] for i in good], [labels[i] for i in good], classes,
                   grey=all(results[i][1] for i in good), skipped=skipped)
-    counts = Counter(fl.labels)
-    empty = [c for i, c in enumerate(classes) if counts[i] == 0]
     if not fl.paths:
         raise DaxiaoError(f"{where}: none of the {len(paths)} images could be read (all corrupt or empty).")
-    if empty:
-        raise DaxiaoError(f"{where}: class folder(s) {', '.join(empty)} have no readable images"
-                          f"{' after skipping ' + str(len(skipped)) + ' bad files' if skipped else ''}; "
-                          "add images or remove the folder.")
     return fl
+
+
+def drop_empty_classes(fl: FileList, where: str) -> FileList:
+    """Training data: a class folder left with no readable image cannot be learned, so it is left out with a
+    warning (its bad files stay counted in `skipped`), not fatal; the other classes keep their order."""
+    counts = Counter(fl.labels)
+    empty = [c for i, c in enumerate(fl.classes) if counts[i] == 0]
+    if not empty:
+        return fl
+    from ..console import console, escape
+
+    console.print(f"[yellow]warning:[/] {escape(where)}: class folder(s) {escape(', '.join(empty))} have no readable "
+                  "images; left out of training (add images to keep them).")
+    keep = [c for c in fl.classes if c not in empty]
+    remap = {fl.classes.index(c): i for i, c in enumerate(keep)}
+    return FileList(fl.paths, [remap[label] for label in fl.labels], keep, fl.grey, fl.skipped)
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -126,3 +138,15 @@ class ImageFiles(torch.utils.data.Dataset):
             return None
         return x, self.labels[i], i
 
+
+
+def reason_counts(skipped: list[tuple[Path, str]]) -> dict[str, int]:
+    """{kind of problem: files}, the kind being a reason without its details ("too large", "truncated")."""
+    return dict(Counter(why.split(" (")[0] for _, why in skipped).most_common())
+
+
+def skipped_summary(skipped: list[tuple[Path, str]]) -> str:
+    """'skipped 5 unreadable image file(s): 2 truncated, 3 not an image; e.g. a.jpg (truncated ...)'."""
+    kinds = ", ".join(f"{n} {k}" for k, n in reason_counts(skipped).items())
+    path, why = skipped[0]
+    return f"skipped {len(skipped)} unreadable image file(s): {kinds}; e.g. {path} ({why})"

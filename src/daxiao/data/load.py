@@ -11,7 +11,7 @@ from ..config import DataConfig
 from ..errors import DaxiaoError, did_you_mean
 from .builtin import BUILTIN
 from .bundle import DataBundle, FileSplit, TensorSplit, channel_stats, stratified_split
-from .folder import FileList, ImageFiles, check_files, read_csv_list, scan_folder, split_root
+from .folder import FileList, ImageFiles, check_files, drop_empty_classes, read_csv_list, scan_folder, split_root
 from .preprocess import Preprocess, channel_convert, resize_uint8
 
 FOLDER_DEFAULT_SIZE = 224  # the size ImageNet backbones were trained at; --image-size overrides
@@ -85,6 +85,10 @@ def _load_files(cfg: DataConfig, path: Path, seed: int, pre: Preprocess | None,
     train_src = roots["train"] if roots else path
     paths, labels, classes = _file_list(train_src, known)
     train = check_files(paths, labels, classes, str(train_src))
+    if known is None:  # training: a class with no readable image cannot be learned
+        train = drop_empty_classes(train, str(train_src))
+        classes = train.classes
+        _check_classes(classes, None, str(train_src))
     skipped = list(train.skipped)
     val_src = Path(cfg.val) if cfg.val else (roots["val"] if roots else None)
     if val_src is not None:

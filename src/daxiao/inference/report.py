@@ -53,6 +53,7 @@ def evaluate_model(weights: str | Path, data: str | None = None, split: str = "t
     p, r, f, s = precision_recall_fscore_support(labels.numpy(), preds.numpy(), labels=list(range(len(classes))),
                                                  zero_division=0)
     out = {"acc": res["acc"], "loss": res["loss"], "n": len(labels), "data": data, "split": split,
+           "skipped": [[str(p), why] for p, why in bundle.skipped],
            "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                          for i, c in enumerate(classes)}}
     if "top5" in res:

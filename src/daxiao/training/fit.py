@@ -170,6 +170,6 @@ def describe(model: nn.Module, bundle: DataBundle, s: Session) -> None:
     if len(counts) <= 20:
         console.print("class counts (train): " + ", ".join(f"{k}={v}" for k, v in counts.items()), markup=False)
     if bundle.skipped:
-        path, why = bundle.skipped[0]
-        console.print(f"[yellow]skipped {len(bundle.skipped)} unreadable image file(s)[/], e.g. "
-                      f"{escape(str(path))} ({why})")
+        from ..data.folder import skipped_summary
+
+        console.print(f"[yellow]{escape(skipped_summary(bundle.skipped))}[/]")
