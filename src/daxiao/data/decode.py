@@ -77,7 +77,7 @@ def open_image(path: str | Path) -> Image.Image:
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise BadImage("symlink loop") from None
-        if "truncated" in str(e) or "broken data stream" in str(e) or "image file is" in str(e):
+        if any(m in str(e).lower() for m in ("truncated", "broken data stream", "image file is")):
             raise BadImage("truncated (unreadable: OSError)") from None
         raise BadImage(f"unreadable ({type(e).__name__})") from None
     except Exception as e:  # Pillow raises several types for bad data (SyntaxError, ValueError, struct.error ...)

@@ -83,12 +83,15 @@ def _load_files(cfg: DataConfig, path: Path, seed: int, pre: Preprocess | None,
                 known: list[str] | None) -> DataBundle:
     roots = split_root(path) if path.is_dir() else None
     train_src = roots["train"] if roots else path
-    paths, labels, classes = _file_list(train_src, known)
-    train = check_files(paths, labels, classes, str(train_src))
-    if known is None:  # training: a class with no readable image cannot be learned
-        train = drop_empty_classes(train, str(train_src))
-        classes = train.classes
-        _check_classes(classes, None, str(train_src))
+    paths, labels, found = _file_list(train_src, None)
+    # A class folder with no readable image contributes nothing: left out (with a warning) before the classes
+    # are checked, so a folder of only broken files neither stops training nor trips a trained model's classes.
+    train = drop_empty_classes(check_files(paths, labels, found, str(train_src)), str(train_src))
+    _check_classes(train.classes, known, str(train_src))
+    if known is not None:  # labels index the model's classes, in its order
+        train = FileList(train.paths, [known.index(train.classes[i]) for i in train.labels], known, train.grey,
+                         train.skipped)
+    classes = train.classes
     skipped = list(train.skipped)
     val_src = Path(cfg.val) if cfg.val else (roots["val"] if roots else None)
     if val_src is not None:

@@ -111,7 +111,7 @@ class FileLoader:
         self.loader = torch.utils.data.DataLoader(
             ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, drop_last=drop_last,
             num_workers=workers, collate_fn=collate_skip_none, generator=self.generator,
-            persistent_workers=workers > 0)
+            persistent_workers=workers > 0, worker_init_fn=seed_worker)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -127,6 +127,18 @@ class FileLoader:
                 if self.augment is not None:  # the same batched tensor path as in-memory sets
                     x, y = self.augment(x, y, g)
                 yield Batch(self.pre.normalize(x), y, idx)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Python's and NumPy's generators in a loader worker seeded from torch's (itself drawn from the loader's
+    (seed, epoch) generator), as PyTorch's reproducibility notes advise: a worker's draws repeat on resume."""
+    import random
+
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
