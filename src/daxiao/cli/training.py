@@ -9,10 +9,18 @@ from ..console import console as err
 from ..console import out
 
 
+def resume_epochs(cfg, args: argparse.Namespace):
+    """`--resume` without `--epochs` continues to the run's own epochs (resuming takes the larger of the
+    two), not to the default 10: a resumed run must end where the uninterrupted one would have."""
+    if cfg.resume and args.epochs is None and not getattr(args, "config", None):
+        cfg.train.epochs = 1
+    return cfg
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ..training.runs import train
 
-    cfg = config_from_args(args)
+    cfg = resume_epochs(config_from_args(args), args)
     result = train(cfg)
     err.print(f"best val acc {result['best_val_acc']:.4f} at epoch {result['best_epoch']}; "
               f"run folder: [bold]{result['run_dir']}[/]")
@@ -66,7 +74,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.data is None and not args.config:  # the data the teacher was trained on
         data = read_meta(resolve_weights(args.teacher)).get("config", {}).get("data", {})
         args.data, args.data_dir = data.get("data", "digits"), args.data_dir or data.get("data_dir")
-    r = distill(config_from_args(args), args.teacher, args.kd_alpha, args.temperature, cache=args.teacher_cache)
+    r = distill(resume_epochs(config_from_args(args), args), args.teacher, args.kd_alpha, args.temperature, cache=args.teacher_cache)
     err.print(f"student best val acc {r['best_val_acc']:.4f} at epoch {r['best_epoch']} (teacher "
               f"{r['distill']['teacher_val_acc']:.4f}); run folder: [bold]{r['run_dir']}[/]")
     return 0

@@ -74,7 +74,7 @@ def save_train_state(path: str | Path, model: nn.Module, optimizer: torch.optim.
             os.replace(tmp, prev)
         except OSError:  # a file system without hard links: no previous generation, the commit is still atomic
             tmp.unlink(missing_ok=True)
-    _crash_hook("state")
+    _crash_hook("state", state["epoch"])
     save_tensors(tensors, path, meta)
 
 
@@ -135,10 +135,12 @@ def config_differences(saved: dict, now: dict, prefix: tuple = ()) -> list[str]:
     return out
 
 
-def _crash_hook(where: str) -> None:
-    """Tests kill training inside the checkpoint write: DAXIAO_TEST_PAUSE_IN_WRITE=state sleeps here so a
-    SIGKILL lands between the weights and the state (a test-only seam; unset, it does nothing)."""
-    if os.environ.get("DAXIAO_TEST_PAUSE_IN_WRITE") == where:
+def _crash_hook(where: str, epoch: int) -> None:
+    """Tests kill training inside the checkpoint write: DAXIAO_TEST_PAUSE_IN_WRITE=state (or best) sleeps
+    here after epoch DAXIAO_TEST_PAUSE_EPOCH's weights are written, so a SIGKILL lands between two of the
+    files (a test-only seam; unset, it does nothing)."""
+    if (os.environ.get("DAXIAO_TEST_PAUSE_IN_WRITE") == where
+            and os.environ.get("DAXIAO_TEST_PAUSE_EPOCH", str(epoch)) == str(epoch)):
         import time
 
         Path(os.environ.get("DAXIAO_TEST_PAUSE_FLAG", os.devnull)).touch()
@@ -216,10 +218,10 @@ class RunWriter(Callback):
         save_weights(s.model, self.run / "last.safetensors", meta)
         save_train_state(self.run / STATE, s.model, s.optimizer, s.scheduler, loop.to_json(),
                          {"config": self.cfg.to_dict(), "bf16": s.bf16})
-        _crash_hook("best")
+        note_saved(self.run, f"epoch {loop.epoch}")  # committed: resuming continues after this epoch
+        _crash_hook("best", loop.epoch)
         if logs.get("improved"):
             save_weights(s.model, self.run / "best.safetensors", meta)
-        note_saved(self.run, f"epoch {loop.epoch}")
 
     def on_train_end(self, logs=None):
         s = self.session
