@@ -74,7 +74,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.data is None and not args.config:  # the data the teacher was trained on
         data = read_meta(resolve_weights(args.teacher)).get("config", {}).get("data", {})
         args.data, args.data_dir = data.get("data", "digits"), args.data_dir or data.get("data_dir")
-    r = distill(resume_epochs(config_from_args(args), args), args.teacher, args.kd_alpha, args.temperature, cache=args.teacher_cache)
+    cfg = resume_epochs(config_from_args(args), args)
+    r = distill(cfg, args.teacher, args.kd_alpha, args.temperature, cache=args.teacher_cache)
     err.print(f"student best val acc {r['best_val_acc']:.4f} at epoch {r['best_epoch']} (teacher "
               f"{r['distill']['teacher_val_acc']:.4f}); run folder: [bold]{r['run_dir']}[/]")
     return 0

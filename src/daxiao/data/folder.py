@@ -114,7 +114,7 @@ def drop_empty_classes(fl: FileList, where: str) -> FileList:
     from ..console import console, escape
 
     console.print(f"[yellow]warning:[/] {escape(where)}: class folder(s) {escape(', '.join(empty))} have no readable "
-                  "images; left out of training (add images to keep them).")
+                  "images; left out (add images to keep them).")
     keep = [c for c in fl.classes if c not in empty]
     remap = {fl.classes.index(c): i for i, c in enumerate(keep)}
     return FileList(fl.paths, [remap[label] for label in fl.labels], keep, fl.grey, fl.skipped)

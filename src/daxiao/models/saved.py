@@ -178,7 +178,7 @@ def _check_bounds(args: dict, bad) -> None:
 def _check_preprocess(p: dict, args: dict, bad) -> None:
     fields = {"image_size": int, "channels": int, "resize": str, "mean": list, "std": list}
     if set(p) != set(fields):
-        raise bad("preprocess", f"must hold exactly {', '.join(fields)} (received {', '.join(map(str, p))[:80]})")
+        raise bad("preprocess", f"must hold exactly {', '.join(fields)} (received {', '.join(map(repr, p))[:80]})")
     for key, want in fields.items():
         if not isinstance(p[key], want) or isinstance(p[key], bool):
             raise bad(f"preprocess.{key}", f"must be a {want.__name__}")
