@@ -312,11 +312,16 @@ def test_tune_interrupted_writes_its_tables_and_the_resume_command(tmp_path):
     from daxiao.tune.study import open_storage
 
     deadline, journal = time.time() + 300, tmp_path / "study" / "study.journal"
-    while time.time() < deadline:
+
+    def completed() -> bool:
+        try:
+            trials = optuna.load_study(study_name="study", storage=open_storage(None, journal.parent)).trials
+        except KeyError:  # the journal exists, the study is not created in it yet
+            return False
+        return any(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+    while time.time() < deadline and not (journal.exists() and completed()):
         time.sleep(0.3)
-        if journal.exists() and any(t.state == optuna.trial.TrialState.COMPLETE for t in optuna.load_study(
-                study_name="study", storage=open_storage(None, journal.parent)).trials):
-            break
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
