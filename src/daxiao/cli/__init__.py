@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .. import interrupt
+
+    typed = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: `train --nproc N` hands it to torchrun
     for k in ("batch_size", "top_k", "input_size", "epochs", "jobs", "trials", "nproc"):
@@ -38,18 +41,35 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     was_quiet = err.quiet
     set_quiet(args.quiet)
-    try:
-        return args.fn(args)
-    except DaxiaoError as e:
-        set_quiet(False)  # --quiet silences progress, never the reason a command failed
-        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)  # escaped: "mobilenet-v1[alpha=2]" is not markup
-        return 2
-    except KeyboardInterrupt:
-        set_quiet(False)
-        err.print("interrupted; the last finished epoch is saved: continue with `daxiao train --resume --name RUN`.")
-        return 130
-    finally:
-        set_quiet(was_quiet)
+    with interrupt.handle_signals():  # SIGTERM as Ctrl-C; a second one exits at once
+        try:
+            return args.fn(args)
+        except DaxiaoError as e:
+            set_quiet(False)  # --quiet silences progress, never the reason a command failed
+            # escaped: "mobilenet-v1[alpha=2]" is not markup
+            err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+            return 2
+        except KeyboardInterrupt as e:
+            set_quiet(False)
+            why = "terminated (SIGTERM)" if isinstance(e, interrupt.Terminated) else "interrupted"
+            err.print(escape(interrupt.interrupted_message(typed, why)), highlight=False)
+            return 130
+        except torch_oom() as e:
+            set_quiet(False)
+            err.print(f"[red]error:[/] out of memory ({escape(str(e).splitlines()[0][:100])}); lower --batch-size "
+                      "or --image-size, or use a smaller --model. "
+                      + escape(interrupt.interrupted_message(typed, "stopped")), highlight=False)
+            return 2
+        finally:
+            set_quiet(was_quiet)
+
+
+def torch_oom() -> tuple[type[BaseException], ...]:
+    """Out-of-memory errors: the process's own, and torch's for an accelerator (only if torch is loaded)."""
+    oom = sys.modules.get("torch")
+    if oom is not None and hasattr(oom, "OutOfMemoryError"):
+        return (MemoryError, oom.OutOfMemoryError)
+    return (MemoryError,)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         weights = resolve_weights(args.weights)
         out_dir = args.out or (weights.parent / f"eval-{args.split}" if Path(args.weights).is_dir() else None)
         r = evaluate_model(weights, args.data, args.split, out_dir, args.batch_size, args.data_dir, args.workers)
+        _report_skipped([(p, why) for p, why in r["skipped"]])
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -52,6 +53,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..inference.predict import predict
 
     results = predict(args.weights, args.images, top_k=args.top_k)
+    _report_skipped([(r["file"], r["error"].removeprefix("bad image: ")) for r in results if "error" in r])
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -68,9 +70,19 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     r = embed(args.source, args.data, args.out, args.split, args.image_size, args.data_dir, args.batch_size,
               args.workers)
+    _report_skipped(r["skipped"])
     out.print(f"wrote {r['features']} {tuple(r['shape'])}, {r['labels']} and {r['json']} "
               f"(rows: {', '.join(f'{k} {a}-{b}' for k, (a, b) in r['rows'].items())})", markup=False)
     return 0
+
+def _report_skipped(skipped: list) -> None:
+    """One line on stderr: how many files were skipped, by reason (results stay alone on stdout)."""
+    if skipped:
+        from ..console import console, escape
+        from ..data.folder import skipped_summary
+
+        console.print(f"[yellow]{escape(skipped_summary(skipped))}[/]")
+
 
 def cmd_models(args: argparse.Namespace) -> int:
     from ..inference.profile import count_macs, count_params, human

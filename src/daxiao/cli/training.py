@@ -9,11 +9,19 @@ from ..console import console as err
 from ..console import escape, out
 
 
+def resume_epochs(cfg, args: argparse.Namespace):
+    """`--resume` without `--epochs` continues to the run's own epochs (resuming takes the larger of the
+    two), not to the default 10: a resumed run must end where the uninterrupted one would have."""
+    if cfg.resume and args.epochs is None and not getattr(args, "config", None):
+        cfg.train.epochs = 1
+    return cfg
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ..training import distributed
     from ..training.runs import train
 
-    cfg = config_from_args(args)
+    cfg = resume_epochs(config_from_args(args), args)
     if args.nproc is not None and args.nproc > 1 and not distributed.launched():
         from .launch import launch
 
@@ -77,12 +85,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     settings = TuneSettings(space=args.space or {}, sampler=args.sampler, trials=args.trials, cv=args.cv,
                             pruner=args.pruner, jobs=args.jobs, storage=args.storage, study=args.study,
                             timeout=args.timeout, heartbeat=args.heartbeat)
-    try:
-        tune(cfg, settings)
-    except KeyboardInterrupt:
-        err.print("interrupted; finished trials are stored: continue with `daxiao tune --resume --name STUDY` "
-                  "(the trial that was cut off runs again).")
-        return 130
+    tune(cfg, settings)  # Ctrl-C: tune writes trials.csv/best.yaml, main() prints the command that resumes it
     return 0
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -92,7 +95,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.data is None and not args.config:  # the data the teacher was trained on
         data = read_meta(resolve_weights(args.teacher)).get("config", {}).get("data", {})
         args.data, args.data_dir = data.get("data", "digits"), args.data_dir or data.get("data_dir")
-    r = distill(config_from_args(args), args.teacher, args.kd_alpha, args.temperature, cache=args.teacher_cache)
+    cfg = resume_epochs(config_from_args(args), args)
+    r = distill(cfg, args.teacher, args.kd_alpha, args.temperature, cache=args.teacher_cache)
     err.print(f"student best val acc {r['best_val_acc']:.4f} at epoch {r['best_epoch']} (teacher "
               f"{r['distill']['teacher_val_acc']:.4f}); run folder: [bold]{escape(str(r['run_dir']))}[/]")
     return 0

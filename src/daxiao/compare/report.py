@@ -10,6 +10,7 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..files import atomic_write
 from ..inference.profile import human, human_bytes
 from ..plots import new_figure, text_fonts
 
@@ -126,7 +127,7 @@ Peak activations: live tensor bytes during one image's forward pass.</small></p>
 <h2>Recipe</h2><table>{rec}</table>
 <p><small>Written by daxiao compare on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {html.escape(platform.node())},
 {html.escape(platform.processor() or platform.machine())}.</small></p></body></html>"""
-    Path(path).write_text(body, encoding="utf-8")
+    atomic_write(path, body)
     return Path(path)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import csv
 import difflib
+import io
 import json
 import math
 import re
@@ -35,9 +36,10 @@ from ..console import console
 from ..data import DataBundle, load_data, make_loader, subset
 from ..data.preprocess import Preprocess
 from ..errors import DaxiaoError
-from ..files import atomic_write_json, check_new_folder
+from ..files import FolderLock, atomic_write, atomic_write_json, check_new_folder
 from ..inference.profile import human, human_bytes, profile_model
 from ..inference.report import evaluate_model
+from ..interrupt import begin
 from ..models import list_models, model_info
 from ..models.saved import load_run, read_meta, resolve_weights
 from ..training.loop import evaluate, train_one_epoch
@@ -204,6 +206,13 @@ def compare(base: RunConfig, models: str | list[str], epochs: int | None = None,
     base.validate()
     entries = parse_models(models, base)
     folder = compare_folder(base)
+    with FolderLock(folder, "Compare folder"):  # one compare per folder; its runs each lock their own as well
+        begin("compare", folder)
+        return _compare(base, entries, folder, budget_minutes, limits, repeats, verbose)
+
+
+def _compare(base: RunConfig, entries: list[Entry], folder: Path, budget_minutes: float | None,
+             limits: tuple[int | None, int | None, int | None], repeats: int, verbose: bool) -> dict:
     data = DataCache(limits)
     plans = [(e, entry_config(base, e, folder)) for e in entries]
     todo = [(e, c, data.get(c)) for e, c in plans if e.run is None and not _done(folder / e.slug, base.resume)]
@@ -334,11 +343,12 @@ def recipe(cfg: RunConfig, budget_minutes: float | None) -> dict:
 
 
 def _write_tables(folder: Path, rows: list[dict], cfg: RunConfig, budget_minutes: float | None) -> dict[str, str]:
-    with open(folder / "compare.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
-    (folder / "compare.json").write_text(json.dumps({"recipe": recipe(cfg, budget_minutes), "rows": rows}, indent=2))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+    atomic_write(folder / "compare.csv", buf.getvalue())
+    atomic_write_json(folder / "compare.json", {"recipe": recipe(cfg, budget_minutes), "rows": rows})
     return {"csv": str(folder / "compare.csv"), "json": str(folder / "compare.json")}
 
 

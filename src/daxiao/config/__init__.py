@@ -90,6 +90,8 @@ class TrainConfig:
     finetune_epochs: int | None = None  # transfer with --unfreeze: epochs of the fine-tuning stage; None: epochs
     feature_cache: str = "memory"    # memory | disk | off: a frozen base's features are computed once, not every epoch
     cache_dir: str | None = None     # disk caches (features, decoded folders): where; None: under ~/.cache/daxiao
+    deterministic: bool = False      # deterministic kernels, seeded workers, fp32 for precision=auto: a killed and
+                                     # resumed run ends bit-identical to an uninterrupted one (README: Reliability)
 
 
 @dataclass
@@ -243,15 +245,19 @@ def load_yaml(path: str | Path) -> RunConfig:
     if not p.is_file():
         raise DaxiaoError(f"No such config file: {p}.")
     try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
+        d = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise DaxiaoError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if d is None:  # never "all defaults": an empty file is a mistake or a write cut off, not a request
+        raise DaxiaoError(f"{p} is empty; it holds no settings. Pass a YAML file of settings (a run's config.yaml "
+                          "is one).")
     if not isinstance(d, dict):
         raise DaxiaoError(f"{p} must hold a mapping of settings (received {type(d).__name__}).")
     return RunConfig.from_dict(d)
 
 
 def save_yaml(cfg: RunConfig, path: str | Path) -> None:
+    """Written atomically (temporary file, fsync, rename): a reader sees the old file or the whole new one."""
     atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 

@@ -8,6 +8,7 @@ Nothing here imports torch: the torch-free runtime (daxiao.deploy) finds and lis
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,9 @@ class FileList:
 
 
 def is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_EXTS
+    """An image file by its extension (any case); a broken or looping link with one is listed too, so it is
+    skipped and counted with its reason rather than silently left out."""
+    return p.suffix.lower() in IMAGE_EXTS and (p.is_file() or p.is_symlink())
 
 
 def collect_images(inputs: list[str | Path]) -> list[Path]:
@@ -106,3 +109,15 @@ class ImageFiles:
             return None
         return x, self.labels[i], i
 
+
+
+def reason_counts(skipped: list[tuple[Path, str]]) -> dict[str, int]:
+    """{kind of problem: files}, the kind being a reason without its details ("too large", "truncated")."""
+    return dict(Counter(why.split(" (")[0] for _, why in skipped).most_common())
+
+
+def skipped_summary(skipped: list[tuple[Path, str]]) -> str:
+    """'skipped 5 unreadable image file(s): 2 truncated, 3 not an image; e.g. a.jpg (truncated ...)'."""
+    kinds = ", ".join(f"{n} {k}" for k, n in reason_counts(skipped).items())
+    path, why = skipped[0]
+    return f"skipped {len(skipped)} unreadable image file(s): {kinds}; e.g. {path} ({why})"

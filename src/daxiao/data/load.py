@@ -130,8 +130,7 @@ def _load_files(cfg: DataConfig, path: Path, seed: int, pre: Preprocess | None, 
     if not len(splits["train"]):
         raise DaxiaoError(f"{layout.train}: none of its images could be read (all corrupt or empty).")
     if known is None:
-        _classes_readable(splits["train"].targets.tolist(), classes, str(layout.train),
-                          len(skipped["train"]) + len(skipped["val"]))
+        splits, classes = _drop_empty_classes(splits, classes, str(layout.train), skipped)
     if fresh:  # the training part's exact pixel sums: the same mean/std whether decoded to memory, disk or not
         mean, std = stats_from_sums(decoded["train"].sums)
         if dec.channels != pre.channels:
@@ -150,6 +149,35 @@ def _classes_readable(labels: list[int], classes: list[str], where: str, skipped
         raise DaxiaoError(f"{where}: class folder(s) {', '.join(empty)} have no readable images"
                           f"{' after skipping ' + str(skipped) + ' bad files' if skipped else ''}; "
                           "add images or remove the folder.")
+
+
+def _drop_empty_classes(splits: dict, classes: list[str], where: str, skipped: dict) -> tuple[dict, list[str]]:
+    """A class folder left with no readable training image cannot be learned: it is left out with a warning
+    (its bad files stay counted), not fatal; the other classes keep their order, and any val/test images of
+    a left-out class are skipped with that reason."""
+    present = set(splits["train"].targets.tolist())
+    empty = [c for i, c in enumerate(classes) if i not in present]
+    if not empty:
+        return splits, classes
+    from ..console import console, escape
+
+    console.print(f"[yellow]warning:[/] {escape(where)}: class folder(s) {escape(', '.join(empty))} have no "
+                  "readable images; left out (add images to keep them).")
+    keep = [c for c in classes if c not in empty]
+    remap = torch.tensor([keep.index(c) if c in keep else -1 for c in classes])
+    out = {}
+    for name, split in splits.items():
+        new = remap[split.targets]
+        rows = (new >= 0).nonzero().flatten().tolist()
+        for i in (new < 0).nonzero().flatten().tolist():
+            skipped[name].append((Path(split.names()[i]), "class left out (no readable training image)"))
+        part = split.take(rows)
+        if isinstance(part, TensorSplit):
+            part = TensorSplit(part.images, new[rows], part.paths)
+        else:
+            part = FileSplit(FileList(part.files.paths, new[rows].tolist(), keep, part.files.grey))
+        out[name] = part
+    return out, keep
 
 
 def _decode_all(cfg: DataConfig, sources: dict, parts: dict, dec: Preprocess,

@@ -185,6 +185,7 @@ class FileLoader:
         self.loader = torch.utils.data.DataLoader(
             ds, batch_size=batch_size, sampler=self.sampler, drop_last=drop_last, num_workers=workers,
             collate_fn=collate_skip_none, persistent_workers=workers > 0, pin_memory=self.device is not None,
+            worker_init_fn=seed_worker,
             generator=torch.Generator().manual_seed(seed))  # its workers' seeds: never drawn from the global RNG
 
     def set_epoch(self, epoch: int) -> None:
@@ -210,6 +211,18 @@ class FileLoader:
 
             console.print(f"warning: {self.dropped} of {expected} image files failed to decode during this pass "
                           "(changed on disk since they were checked); they were left out", markup=False)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Python's and NumPy's generators in a loader worker seeded from torch's (itself drawn from the loader's
+    (seed, epoch) generator), as PyTorch's reproducibility notes advise: a worker's draws repeat on resume."""
+    import random
+
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def collate_skip_none(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:

@@ -82,18 +82,39 @@ class Preprocess:
 
 
 def to_mode(img: Image.Image, mode: str) -> Image.Image:
-    """Convert any PIL mode to 'L' or 'RGB'; transparency is composited on black, 16-bit is rescaled."""
+    """Convert any PIL mode to 'L' or 'RGB'; transparency is composited on black; 16-bit and 32-bit values
+    are scaled by their bit depth (the same raw value is always the same grey, so two scans of different
+    brightness stay different); CMYK with an embedded ICC profile goes through it to sRGB."""
     if img.mode == mode:
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        img = Image.fromarray(((arr - lo) / max(hi - lo, 1e-6) * 255).astype(np.uint8), "L")
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode == "F":  # floats: [0, 1] as most tools write them, else already on the 0-255 scale
+            scale = 255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0
+        else:  # 16-bit as PNG and TIFF store it ("I" is how Pillow opens some 16-bit files); 32-bit beyond that
+            scale = 255.0 / 65535.0 if not arr.size or float(arr.max()) <= 65535 else 255.0 / 4294967295.0
+        img = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
+    elif img.mode == "CMYK" and img.info.get("icc_profile"):
+        img = _cmyk_through_icc(img)
     elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         img = Image.alpha_composite(bg, rgba)
     return img.convert(mode)
+
+
+def _cmyk_through_icc(img: Image.Image) -> Image.Image:
+    """CMYK -> sRGB through the file's own profile (Pillow's ImageCms, littleCMS); the naive conversion
+    if the profile cannot be used."""
+    import io
+
+    try:
+        from PIL import ImageCms
+
+        src = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+        return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except Exception:  # no littleCMS in this Pillow, or a damaged profile: plain arithmetic conversion
+        return img.convert("RGB")
 
 
 def channel_convert(images: torch.Tensor, channels: int, view: bool = False) -> torch.Tensor:

@@ -3,6 +3,7 @@ a scikit-learn model on top)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from ..config import DataConfig
 from ..data import load_data
 from ..data.preprocess import Preprocess
 from ..errors import DaxiaoError
-from ..files import atomic_write_json
+from ..files import atomic_write, atomic_write_json
 from ..models import create_model
 from ..models.head import TransferModel
 from ..models.pretrained import weights_input_size
@@ -64,13 +65,20 @@ def embed(source: str, data: str | None, out: str | Path, split: str = "all", im
         items += [f"{name}/{n}" for n in part.names()]
     out.parent.mkdir(parents=True, exist_ok=True)
     x = torch.cat(feats).numpy().astype(np.float32)
-    np.save(out, x)
-    np.save(out.with_suffix(".labels.npy"), torch.cat(labels).numpy().astype(np.int64))
+    atomic_write(out, _npy(x))
+    atomic_write(out.with_suffix(".labels.npy"), _npy(torch.cat(labels).numpy().astype(np.int64)))
     meta = {"source": str(source), "data": data, "rows": rows, "classes": bundle.classes, "items": items,
-            "shape": list(x.shape), "preprocess": pre.to_dict()}
+            "shape": list(x.shape), "preprocess": pre.to_dict(),
+            "skipped": [[str(p), why] for p, why in bundle.skipped]}
     atomic_write_json(out.with_suffix(".json"), meta, indent=None)
     return {"features": str(out), "labels": str(out.with_suffix(".labels.npy")), "json": str(out.with_suffix(".json")),
-            "shape": list(x.shape), "rows": rows}
+            "shape": list(x.shape), "rows": rows, "skipped": bundle.skipped}
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
 
 
 class _Extractor(nn.Module):

@@ -56,6 +56,7 @@ def evaluate_model(weights: str | Path, data: str | None = None, split: str = "t
                                                  zero_division=0)
     out = {"acc": res["acc"], "loss": res["loss"], "n": len(labels), "data": data, "split": split,
            "unscored": len(part) - len(labels) + len(bundle.dropped.get(split, [])),
+           "skipped": [[str(p), why] for p, why in bundle.skipped],
            "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                          for i, c in enumerate(classes)}}
     if "top5" in res:

@@ -12,7 +12,9 @@ from ..errors import DaxiaoError, did_you_mean
 from . import mobilenet_v1, seed_cnn, squeezenet, timm_zoo  # noqa: F401  (importing registers the families)
 from .head import HEAD_ARGS, with_head
 from .registry import _MODELS, ModelInfo
-from .timm_zoo import create_timm
+from .timm_zoo import TIMM_ARGS, create_timm
+
+HEAD_TYPES = {"head": str, "head_hidden": int, "head_dropout": float}
 
 
 def list_models() -> list[str]:
@@ -23,7 +25,7 @@ def list_models() -> list[str]:
 def model_info(name: str) -> ModelInfo:
     """The registry entry for `name`; ``timm:<name>`` gets an ad-hoc entry."""
     if name.startswith("timm:"):
-        return ModelInfo(name, "timm", "big", lambda **kw: create_timm(name[5:], **kw), "any timm model")
+        return ModelInfo(name, "timm", "big", lambda **kw: create_timm(name[5:], **kw), "any timm model", TIMM_ARGS)
     if name not in _MODELS:
         alias = name.replace("_", "-")
         if alias in _MODELS:
@@ -55,6 +57,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """
     info = model_info(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None from the CLI = the model's default
+    check_args(info, kwargs)
     head = {k: kwargs.pop(k) for k in HEAD_ARGS if k in kwargs}
     try:
         model = info.fn(pretrained=pretrained, **kwargs)
@@ -66,3 +69,24 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
         model = with_head(model, **head)
     model.daxiao_name, model.daxiao_args = name, {**kwargs, **head}  # recorded with the weights, to rebuild it
     return model
+
+
+def accepted_args(info: ModelInfo) -> dict[str, type]:
+    """{option: type} that `info`'s entry takes through create_model (the family's own, and the head's)."""
+    return {**info.args, **HEAD_TYPES}
+
+
+def check_args(info: ModelInfo, kwargs: dict, where: str = "") -> None:
+    """Refuse an option the entry does not declare, or a value of the wrong type, in one line naming it.
+    Nothing undeclared ever reaches a family (timm.create_model would take a URL or a file to read)."""
+    allowed = accepted_args(info)
+    for key, value in kwargs.items():
+        if key not in allowed:
+            raise DaxiaoError(f"{where}model {info.name!r} takes no option {key!r} (it takes "
+                              f"{', '.join(sorted(allowed))}).{did_you_mean(key, allowed)}")
+        want = allowed[key]
+        number = (int, float) if want is float else want  # an int is a fine float (drop_rate: 0)
+        ok = isinstance(value, number) and (want is bool or not isinstance(value, bool))
+        if not ok:
+            raise DaxiaoError(f"{where}model option {key} must be {want.__name__} (received {type(value).__name__} "
+                              f"{str(value)[:40]!r}).")

@@ -69,7 +69,7 @@ class MobileNetV1(LinearClassifier, nn.Module):
         return x if pre_logits else self.classifier(x)
 
 
-@register_model("mobilenet-v1", "small")
+@register_model("mobilenet-v1", "small", args=MobileNetV1)
 def mobilenet_v1(pretrained: bool = False, **kwargs) -> MobileNetV1:
     """Depthwise-separable convs, width alpha."""
     if pretrained:

@@ -4,8 +4,11 @@ each family file registers its entry points here when `daxiao.models` imports it
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -17,15 +20,43 @@ class ModelInfo:
     size: str  # "small" or "big": the article's two camps
     fn: Callable[..., nn.Module]
     description: str = ""
+    # The keyword arguments the entry accepts, with their types: create_model refuses any other, and a
+    # weights file's model_args are checked against them before anything is built (never passed on unchecked).
+    args: Mapping[str, type] = field(default_factory=dict)
+
+
+def declared_args(spec: Callable | Mapping[str, type], exclude: tuple[str, ...] = ("self", "pretrained", "version")
+                  ) -> dict[str, type]:
+    """{name: type} of a family's options: a mapping as given, or read from a class's or function's signature
+    (its annotated keyword parameters; ``**kwargs`` is never an option)."""
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    fn = spec.__init__ if inspect.isclass(spec) else spec
+    hints = typing.get_type_hints(fn)
+    out = {}
+    for name, p in inspect.signature(fn).parameters.items():
+        if name in exclude or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        out[name] = _base_type(hints.get(name, type(p.default)))
+    return out
+
+
+def _base_type(hint) -> type:
+    """`int | None` -> int: the type a non-empty value must have."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
 
 
 _MODELS: dict[str, ModelInfo] = {}
 
 
-def register_model(family: str, size: str, name: str | None = None):
+def register_model(family: str, size: str, name: str | None = None, args: Callable | Mapping[str, type] | None = None):
     """Register an entry point as `name`, by default its function name with '_' spelled '-'.
 
     `size` is the article's camp, "small" (MobileNet, SqueezeNet) or "big" (the DNN, pretrained backbones).
+    `args` declares the options it takes: the class it builds (its ``__init__`` signature is read), or a
+    {name: type} mapping; by default the entry function's own signature.
     """
     assert size in ("small", "big"), size
 
@@ -33,7 +64,7 @@ def register_model(family: str, size: str, name: str | None = None):
         key = name or fn.__name__.replace("_", "-")
         if key in _MODELS:
             raise ValueError(f"Model {key!r} is registered twice")
-        _MODELS[key] = ModelInfo(key, family, size, fn, (fn.__doc__ or "").strip())
+        _MODELS[key] = ModelInfo(key, family, size, fn, (fn.__doc__ or "").strip(), declared_args(args or fn))
         return fn
 
     return wrap

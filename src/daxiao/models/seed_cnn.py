@@ -50,7 +50,7 @@ class SeedCNN(LinearClassifier, nn.Module):
         return x if pre_logits else self.fc2(x)
 
 
-@register_model("seed-cnn", "big")
+@register_model("seed-cnn", "big", args=SeedCNN)
 def seed_cnn(pretrained: bool = False, **kwargs) -> SeedCNN:
     """The article's CNN: Conv32-Pool-Dense128."""
     if pretrained:
@@ -84,7 +84,7 @@ class SeedTinyCNN(LinearClassifier, nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-@register_model("seed-cnn", "small")
+@register_model("seed-cnn", "small", args=SeedTinyCNN)
 def seed_tiny_cnn(pretrained: bool = False, **kwargs) -> SeedTinyCNN:
     """The article's tuning model: Conv32-Dense."""
     if pretrained:

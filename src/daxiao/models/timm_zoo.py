@@ -28,9 +28,15 @@ def small_stem(model: nn.Module) -> None:
         model.conv_stem.stride = (1, 1)
 
 
+# What a zoo entry built by timm takes: timm.create_model accepts any keyword (pretrained_cfg_overlay, a file,
+# a URL ...), so the few the zoo uses are declared here and nothing else ever reaches it.
+TIMM_ARGS = {"num_classes": int, "in_chans": int, "input_size": int, "activation": str, "drop_rate": float}
+
+
 def create_timm(timm_name: str, pretrained: bool = False, num_classes: int = 1000, in_chans: int = 3,
-                input_size: int = 224, activation: str | None = None, **kwargs) -> nn.Module:
+                input_size: int = 224, activation: str | None = None, drop_rate: float | None = None) -> nn.Module:
     """Build ``timm_name`` with the zoo's conventions (small-input stem, activation by name, clear errors)."""
+    kwargs: dict = {} if drop_rate is None else {"drop_rate": drop_rate}
     if not timm.is_model(timm_name):
         raise DaxiaoError(f"timm has no model {timm_name!r}.{did_you_mean(timm_name, timm.list_models())}")
     if activation is not None:
@@ -50,49 +56,49 @@ def create_timm(timm_name: str, pretrained: bool = False, num_classes: int = 100
     return model
 
 
-@register_model("mobilenet", "small")
+@register_model("mobilenet", "small", args=TIMM_ARGS)
 def mobilenetv2(pretrained: bool = False, **kwargs) -> nn.Module:
     """Inverted residuals (timm mobilenetv2_100)."""
     return create_timm("mobilenetv2_100", pretrained, **kwargs)
 
 
-@register_model("mobilenet", "small")
+@register_model("mobilenet", "small", args=TIMM_ARGS)
 def mobilenetv3_small(pretrained: bool = False, **kwargs) -> nn.Module:
     """NAS blocks, SE, hard-swish (timm)."""
     return create_timm("mobilenetv3_small_100", pretrained, **kwargs)
 
 
-@register_model("mobilenet", "small")
+@register_model("mobilenet", "small", args=TIMM_ARGS)
 def mobilenetv3_large(pretrained: bool = False, **kwargs) -> nn.Module:
     """NAS blocks, SE, hard-swish (timm)."""
     return create_timm("mobilenetv3_large_100", pretrained, **kwargs)
 
 
-@register_model("resnet", "big")
+@register_model("resnet", "big", args=TIMM_ARGS)
 def resnet18(pretrained: bool = False, **kwargs) -> nn.Module:
     """Residual basic blocks (timm)."""
     return create_timm("resnet18", pretrained, **kwargs)
 
 
-@register_model("resnet", "big")
+@register_model("resnet", "big", args=TIMM_ARGS)
 def resnet50(pretrained: bool = False, **kwargs) -> nn.Module:
     """Residual bottlenecks (timm)."""
     return create_timm("resnet50", pretrained, **kwargs)
 
 
-@register_model("efficientnet", "big")
+@register_model("efficientnet", "big", args=TIMM_ARGS)
 def efficientnet_lite0(pretrained: bool = False, **kwargs) -> nn.Module:
     """On-device EfficientNet (timm tf_..._lite0); ImageNet weights offline."""
     return create_timm("tf_efficientnet_lite0", pretrained, **kwargs)
 
 
-@register_model("efficientnet", "big")
+@register_model("efficientnet", "big", args=TIMM_ARGS)
 def efficientnet_lite1(pretrained: bool = False, **kwargs) -> nn.Module:
     """EfficientNet-Lite1, 240 px; offline weights with daxiao[lite]."""
     return create_timm("tf_efficientnet_lite1", pretrained, **kwargs)
 
 
-@register_model("efficientnet", "big")
+@register_model("efficientnet", "big", args=TIMM_ARGS)
 def efficientnet_lite2(pretrained: bool = False, **kwargs) -> nn.Module:
     """EfficientNet-Lite2, 260 px; offline weights with daxiao[lite]."""
     return create_timm("tf_efficientnet_lite2", pretrained, **kwargs)

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from ..config import RunConfig
@@ -87,7 +88,9 @@ def cached_features(model: TransferModel, split: Split, pre: Preprocess, cache: 
     if folder is not None:
         path = folder / f"{key}.safetensors"
         if path.is_file():
-            return _remember(key, load_file(str(path))["features"])
+            feats = read_cached(path, len(split), model.num_features)
+            if feats is not None:
+                return _remember(key, feats)
     feats = extract_features(model, split, pre, batch_size, workers, bf16, desc, verbose)
     if path is not None:
         try:
@@ -96,6 +99,20 @@ def cached_features(model: TransferModel, split: Split, pre: Preprocess, cache: 
             raise DaxiaoError(f"Cannot write to the feature cache {path.parent} ({e.strerror}); pass --cache-dir "
                               "DIR somewhere writable, or --feature-cache memory.") from None
     return _remember(key, feats)
+
+
+def read_cached(path: Path, n: int, width: int) -> torch.Tensor | None:
+    """The features in a cache file, or None (with a warning) if it is damaged or of the wrong shape: it is
+    then recomputed and replaced, never a crash in every later run."""
+    try:
+        feats = load_file(str(path))["features"]
+        if tuple(feats.shape) == (n, width) and feats.dtype == torch.float32 and torch.isfinite(feats).all():
+            return feats
+        why = f"holds {tuple(feats.shape)} {feats.dtype}, not ({n}, {width}) finite float32"
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        why = f"{type(e).__name__}: {str(e)[:80]}"
+    console.print(f"[yellow]warning:[/] feature cache file {path} is damaged ({why}); computing the features again.")
+    return None
 
 
 def writable_cache_dir(cache_dir: str | Path | None) -> Path:

@@ -11,6 +11,7 @@ loss module, used as given.
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -20,12 +21,13 @@ from ..config import DataConfig, RunConfig, apply_overrides
 from ..console import console, escape
 from ..data import DataBundle, bundle_from_arrays, load_data
 from ..errors import DaxiaoError
+from ..files import FolderLock
 from ..models.saved import model_meta
 from . import distributed
 from .callbacks import Callback, CallbackList, EarlyStopping, History, ProgressBar, RankSeed
 from .checkpoint import RunWriter
 from .loop import LoopState, run
-from .precision import torch_threads
+from .precision import deterministic, torch_threads
 from .session import Session, prepare
 
 
@@ -72,7 +74,7 @@ def fit(model: nn.Module, x=None, y=None, *, cfg: RunConfig | None = None, run_d
     bundle = _bundle(model, x, y, cfg, validation_split, validation_data)
     given_opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
     given_loss = loss if isinstance(loss, nn.Module) or (callable(loss) and not isinstance(loss, str)) else None
-    with torch_threads(distributed.per_process_threads(cfg.train.threads)):  # N processes share the cores
+    with torch_threads(distributed.per_process_threads(cfg.train.threads)), deterministic(cfg.train.deterministic):
         s = prepare(model, bundle, cfg, optimizer=given_opt, criterion=_as_module(given_loss))
         return fit_session(s, bundle, cfg, run_dir, verbose, callbacks)
 
@@ -81,10 +83,28 @@ def fit_session(s: Session, bundle: DataBundle, cfg: RunConfig, run_dir: str | P
                 verbose: bool | int = True, callbacks: list[Callback] | None = None) -> History:
     """The epochs of a prepared session, with daxiao's callbacks (history, progress, run folder, early
     stopping) before the caller's."""
+    # One process per run folder: a second one gets one line instead of renaming its files over ours.
+    with FolderLock(run_dir, "Run folder") if run_dir else nullcontext() as lock:
+        if lock is not None and lock.took_over and verbose:
+            console.print(f"[dim]took over the lock of {run_dir}, left by process {lock.took_over.get('pid')} "
+                          "which is no longer running[/]")
+        return _fit_locked(s, bundle, cfg, run_dir, verbose, callbacks)
+
+
+def _fit_locked(s: Session, bundle: DataBundle, cfg: RunConfig, run_dir: str | Path | None, verbose: bool | int,
+                callbacks: list[Callback] | None) -> History:
     t, model = cfg.train, s.model
     writer = RunWriter(run_dir, cfg, model_meta(model, bundle.classes, s.preprocess)) if run_dir else None
     if writer and cfg.resume:
         s.state = LoopState(**writer.restore(model, s.optimizer, s.scheduler, s.scaler))
+        if writer.bf16 is not None:
+            s.bf16 = writer.bf16  # the precision the run started with, whatever the timing rule says today
+    if run_dir:
+        from ..interrupt import begin, note_saved
+
+        begin("run", run_dir)
+        if s.state.epoch:
+            note_saved(run_dir, f"epoch {s.state.epoch}")
     if s.state.epoch >= t.epochs:
         raise DaxiaoError(f"{run_dir} already finished {s.state.epoch} of {t.epochs} epochs; pass a larger --epochs.")
     if verbose:
@@ -155,9 +175,9 @@ def describe(model: nn.Module, bundle: DataBundle, s: Session) -> None:
     if len(counts) <= 20:
         console.print("class counts (train): " + ", ".join(f"{k}={v}" for k, v in counts.items()), markup=False)
     if bundle.skipped:
-        path, why = bundle.skipped[0]
-        console.print(f"[yellow]skipped {len(bundle.skipped)} unreadable image file(s)[/], e.g. "
-                      f"{escape(str(path))} ({why})")
+        from ..data.folder import skipped_summary
+
+        console.print(f"[yellow]{escape(skipped_summary(bundle.skipped))}[/]")
 
 
 def _ranks(s: Session) -> str:

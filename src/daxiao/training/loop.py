@@ -10,6 +10,7 @@ writer, early stopping, distillation's teacher term, lr-find's recorder, and the
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from ..data import Batch
+from ..errors import DaxiaoError
 from .callbacks import Callback, CallbackList, keras_logs
 from .distributed import all_reduce_sum
 from .losses import build_criterion
@@ -28,13 +30,22 @@ def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model.classify(batch.inputs) if batch.kind == "features" else model(batch.inputs)
 
 
+class NonFiniteLoss(DaxiaoError):
+    """The training loss became NaN or inf: training stops, the run folder keeps the last good epoch."""
+
+
 # ---- one epoch -----------------------------------------------------------------------------------------
-def train_one_epoch(session, callbacks: Callback | None = None) -> dict:
-    """One pass over the session's train loader; returns {"loss", "acc", "images_per_s", "seconds"}."""
+def train_one_epoch(session, callbacks: Callback | None = None, epoch: int = 0, check_finite: bool = True) -> dict:
+    """One pass over the session's train loader; returns {"loss", "acc", "images_per_s", "seconds"}.
+    Raises `NonFiniteLoss` (naming the epoch and first bad step) if any step's loss was NaN or inf, unless
+    `check_finite` is off (the lr range test drives the loss to divergence on purpose)."""
     s, cbs = session, callbacks or CallbackList([])
     s.model.train()
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
+    # Non-finite loss is checked on every step but read once, at the epoch's own .item() below: the first bad
+    # step is kept on the device (no host sync per step), and the epoch's weights are never saved if it is set.
+    first_bad = torch.full((), -1, device=s.device, dtype=torch.long)
     seen, t0 = 0, time.perf_counter()
     net, fp16, scaler = s.net, getattr(s, "fp16", False), getattr(s, "scaler", None)  # net: DDP/compiled, if so
     for step, batch in enumerate(s.train_loader):
@@ -54,6 +65,8 @@ def train_one_epoch(session, callbacks: Callback | None = None) -> dict:
             scaler.update()
         s.scheduler.step()  # per step, not per epoch: warmup and one-cycle need the resolution
         n = len(batch)
+        bad = ~torch.isfinite(loss.detach())
+        first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
         loss_sum += loss.detach() * n  # summed on the tensor: no host sync per step
         hard = batch.targets.argmax(1) if batch.targets.ndim == 2 else batch.targets  # Mixup/CutMix: soft targets
         correct += (logits.argmax(1) == hard).sum()
@@ -63,6 +76,13 @@ def train_one_epoch(session, callbacks: Callback | None = None) -> dict:
             break
     dt = time.perf_counter() - t0
     loss_sum, correct, seen = all_reduce_sum(loss_sum, correct, seen)  # over all ranks (data-parallel)
+    step_bad = int(first_bad.item()) if check_finite else -1
+    if check_finite and (step_bad >= 0 or not math.isfinite(loss_sum)):  # NaN on any rank: every rank stops
+        lr = s.optimizer.param_groups[0]["lr"]
+        where = f"step {step_bad + 1} of {len(s.train_loader)}" if step_bad >= 0 else "a step of another process"
+        raise NonFiniteLoss(f"the training loss became NaN or inf at epoch {epoch + 1}, {where} "
+                            f"(lr {lr:.3g}); training stopped and nothing of this epoch was "
+                            f"saved. Try a lower learning rate (e.g. --lr {lr / 10:.3g}), or --precision fp32.")
     return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1),
             "images_per_s": seen / dt, "seconds": dt}
 
@@ -142,7 +162,7 @@ def run_epoch(session, epoch: int, callbacks: CallbackList) -> dict:
     s = session
     callbacks.on_epoch_begin(epoch, {})
     s.train_loader.set_epoch(epoch)  # the shuffle order depends on (seed, epoch) only: resumable
-    tr = train_one_epoch(s, callbacks)
+    tr = train_one_epoch(s, callbacks, epoch)
     va = s.evaluate() if s.val_loader is not None else None
     improved = s.state.update(epoch, tr, va, s.optimizer.param_groups[0]["lr"], s.model)
     logs = {**keras_logs(s.state.history[-1]), "improved": improved}

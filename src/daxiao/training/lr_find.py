@@ -64,7 +64,7 @@ def lr_find(model: nn.Module, bundle: DataBundle, cfg: RunConfig, start_lr: floa
     epoch = 0
     while not s.stop_training:
         s.train_loader.set_epoch(epoch)
-        train_one_epoch(s, cbs)
+        train_one_epoch(s, cbs, check_finite=False)
         epoch += 1
     suggested = suggest_lr(recorder.lrs, recorder.losses)
     if out is not None:

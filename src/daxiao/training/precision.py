@@ -108,6 +108,29 @@ def grad_scaler(device: torch.device, fp16: bool) -> torch.amp.GradScaler | None
 
 
 @contextmanager
+def deterministic(on: bool):
+    """Deterministic kernels inside the block when `on` (restored after): torch's deterministic algorithms,
+    cuDNN without autotuning, cuBLAS with a fixed workspace. With the loaders' (seed, epoch) order and the
+    saved RNG state this is what makes a killed and resumed run bit-identical to an uninterrupted one."""
+    if not on:
+        yield
+        return
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses determinism without it
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    # warn_only: an op with no deterministic kernel on this device warns (once) rather than ending the run
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
+
+
+@contextmanager
 def torch_threads(n: int | None):
     """torch's intra-op threads set to `n` inside the block and restored after (None: unchanged)."""
     before = torch.get_num_threads()

@@ -7,6 +7,7 @@ without ``exist_ok`` or ``resume``; an unnamed run gets the next free ``<model>-
 
 from __future__ import annotations
 
+import glob
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -14,15 +15,17 @@ from pathlib import Path
 import torch
 
 from ..config import DataConfig, RunConfig, apply_overrides, load_yaml
-from ..console import console
+from ..console import console, escape
 from ..data import DataBundle, load_data
 from ..errors import DaxiaoError
 from ..files import check_new_folder, next_free
 from ..models import create_model, model_info
 from ..models.head import TransferModel, head_kwargs
 from ..models.pretrained import load_weights, weights_input_size
+from ..models.saved import read_description
 from . import distributed
 from .callbacks import Callback
+from .checkpoint import PREV_STATE, STATE
 from .fit import fit
 from .transfer import train_transfer
 
@@ -33,17 +36,61 @@ def default_name(cfg: RunConfig) -> str:
 
 
 def run_folder(cfg: RunConfig) -> Path:
-    """The folder this run writes to, checked against overwriting and against resuming nothing."""
+    """The folder this run writes to, checked against overwriting and against resuming nothing. An unnamed
+    run claims the next free ``<model>-<data>[-N]`` (created here, so two processes never share one);
+    ``--resume`` without ``--name`` picks the most recently saved unfinished run of this model and data."""
     project = Path(cfg.project)
     if cfg.resume:
-        run = project / (cfg.name or default_name(cfg))
-        if not (run / "last.state.safetensors").is_file():
-            raise DaxiaoError(f"--resume: no run to resume at {run} (no last.state.safetensors); "
+        run = project / cfg.name if cfg.name else latest_unfinished(cfg)
+        if not any((run / n).is_file() for n in (STATE, PREV_STATE)):
+            raise DaxiaoError(f"--resume: no run to resume at {run} (no {STATE}); "
                               "pass --name of an existing run folder.")
         return run
     if cfg.name is None:
-        return next_free(project, default_name(cfg))
+        return next_free(project, default_name(cfg), create=True)
     return check_new_folder(project / cfg.name, cfg.exist_ok)
+
+
+def latest_unfinished(cfg: RunConfig) -> Path:
+    """The run of `cfg`'s model and data (``<model>-<data>`` or ``-N``) saved most recently that has fewer
+    epochs than it was started with (or than `cfg` asks for now); says which it picked."""
+    project, base = Path(cfg.project), default_name(cfg)
+    found = []
+    for run in project.glob(f"{glob.escape(base)}*"):
+        if run.name != base and not re.fullmatch(re.escape(base) + r"-\d+", run.name):
+            continue
+        state = run / STATE
+        try:
+            done = read_description(state).get("epoch", 0)
+            wanted = max(load_yaml(run / "config.yaml").train.epochs, cfg.train.epochs)
+        except DaxiaoError:
+            continue
+        if done < wanted:
+            found.append((state.stat().st_mtime, run, done, wanted))
+    if not found:
+        raise DaxiaoError(f"--resume: no unfinished run of {cfg.model.name} on {cfg.data.data} in {project} "
+                          f"({base}[-N] with fewer epochs than asked); pass --name RUN, and --epochs N to extend a "
+                          "finished one.")
+    _, run, done, wanted = max(found, key=lambda f: f[0])
+    console.print(f"resuming {run} (the most recent unfinished run of {cfg.model.name} on {cfg.data.data}: "
+                  f"{done} of {wanted} epochs done)")
+    return run
+
+
+def saved_config(run: Path) -> RunConfig:
+    """A run's config.yaml; if it is missing, empty or unreadable, the config its saved state carries
+    (never the defaults: that would silently resume another model on other data)."""
+    try:
+        return load_yaml(run / "config.yaml")
+    except DaxiaoError as e:
+        try:
+            meta = read_description(run / STATE)
+            cfg = RunConfig.from_dict(meta["config"])
+        except (DaxiaoError, KeyError, TypeError):
+            raise DaxiaoError(f"--resume: {e} The saved state carries no config either; start the run again "
+                              "with --exist-ok.") from None
+        console.print(f"[yellow]warning:[/] {escape(str(e))} Using the config saved with the training state.")
+        return cfg
 
 
 def build(cfg: RunConfig) -> tuple[torch.nn.Module, DataBundle]:
@@ -95,7 +142,7 @@ def train(cfg: RunConfig, verbose: bool = True, bundle: DataBundle | None = None
     distributed.setup(cfg.train.device, cfg.train.threads)  # in a torchrun job: join it before choosing the folder
     run = distributed.on_rank_zero(lambda: run_folder(cfg))  # one folder, chosen once, for every rank
     if cfg.resume:
-        saved = load_yaml(run / "config.yaml")
+        saved = saved_config(run)
         apply_overrides(saved, {"epochs": max(cfg.train.epochs, saved.train.epochs), "resume": True,
                                 "name": run.name, "project": cfg.project})
         cfg = saved

@@ -77,10 +77,12 @@ def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, optimizer: tor
     criterion = criterion.to(device)
     optimizer = optimizer or build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), t.epochs)
-    # one decision for all ranks: rank 0 times, the others take its answer
-    bf16 = distributed.on_rank_zero(lambda: choose_bf16(t.precision, device,
+    # one decision for all ranks: rank 0 times, the others take its answer. --deterministic: a timing rule
+    # must not choose the arithmetic (two runs could choose differently)
+    precision = "fp32" if t.deterministic and t.precision == "auto" else t.precision
+    bf16 = distributed.on_rank_zero(lambda: choose_bf16(precision, device,
                                                         _train_step(model, train_loader, criterion, device)))
-    fp16 = t.precision == "fp16"
+    fp16 = precision == "fp16"
     net = distributed.wrap(model, device, features=isinstance(bundle.train, FeatureSplit))
     if t.compile:
         net = torch.compile(net)  # the training forward only; evaluation runs the plain module

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import warnings
 from pathlib import Path
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from ..config import RunConfig, save_yaml
 from ..console import console, escape
+from ..files import atomic_write
 from .space import Param, apply_params
 
 # Leaderboards are wide: in a log file (not a terminal) give them room rather than wrapping every cell.
@@ -41,11 +43,12 @@ def trial_rows(study: optuna.Study) -> list[dict]:
 
 def write_csv(rows: list[dict], space: dict[str, Param], path: Path) -> None:
     fields = CSV_FIELDS[:2] + [f"param_{k}" for k in space] + CSV_FIELDS[2:]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fields, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write(path, buf.getvalue())
 
 
 def leaderboard(rows: list[dict], space: dict[str, Param], title: str, top: int = 15) -> Table:

@@ -25,7 +25,8 @@ from optuna.trial import TrialState
 from ..config import RunConfig
 from ..console import console, escape
 from ..errors import DaxiaoError, check_choice
-from ..files import check_new_folder, next_free
+from ..files import FolderLock, atomic_write, check_new_folder, next_free
+from ..interrupt import begin, note_saved
 from .cv import FoldCache, cross_validate
 from .space import Param, apply_params, check_space, grid_size, parse_space
 from .storage import HEARTBEAT_S, ClaimLock, fail_stale, heartbeat_on, open_storage
@@ -221,7 +222,10 @@ def _work(base_dict: dict, settings_dict: dict, folder: str, worker: int, thread
                               sampler=make_sampler(settings.sampler, space, seed),
                               pruner=make_pruner(settings.pruner, max_epochs(base, space)))
     objective, n = make_objective(base, space, cache or FoldCache(settings.cv)), settings.n_trials(space)
-    callbacks = [print_trial] if verbose else []
+    def saved(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        _note_finished(study, Path(folder))
+
+    callbacks = [print_trial, saved] if verbose else [saved]
     claim, beating = ClaimLock(settings.storage, Path(folder), settings.study), heartbeat_on(storage)
 
     def claimed(trial: optuna.Trial) -> float:  # the trial exists now: other workers may count and claim again
@@ -303,7 +307,7 @@ def study_folder(base: RunConfig, resume: bool) -> Path:
     project = Path(base.project)
     data = Path(base.data.data.rstrip("/")).stem
     if base.name is None and not resume:
-        return next_free(project, f"tune-{data}")
+        return next_free(project, f"tune-{data}", create=True)
     folder = project / (base.name or f"tune-{data}")
     if resume and not (folder / "tune.yaml").is_file():
         raise DaxiaoError(f"--resume: no study to resume at {folder} (no tune.yaml); pass --name of a study folder.")
@@ -313,17 +317,28 @@ def study_folder(base: RunConfig, resume: bool) -> Path:
 
 def tune(base: RunConfig, settings: TuneSettings, verbose: bool = True) -> dict:
     """Run (or resume, with ``base.resume``) a study; write the leaderboard, trials.csv, best.yaml and plots.
+    Interrupted (Ctrl-C, SIGTERM), it still writes trials.csv and best.yaml of the trials that finished.
 
     Returns {"folder", "best_params", "best_value", "trials" (count by state), "fold_epochs", "seconds"}.
     """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own one line per trial instead
+    folder = study_folder(base, base.resume)
+    # One `daxiao tune` per study folder: a second gets one line (more workers: --jobs, or --storage from
+    # another folder or machine), not two processes rewriting tune.yaml and trials.csv.
+    with FolderLock(folder, "Study folder"):
+        return _tune(base, settings, folder, verbose)
+
+
+def _tune(base: RunConfig, settings: TuneSettings, folder: Path, verbose: bool) -> dict:
     from .report import write_outputs
 
     t0 = time.perf_counter()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own one line per trial instead
     resume = base.resume
-    folder = study_folder(base, resume)
     if resume:  # the saved settings and base config win; a larger --trials extends the study, and --jobs and
         saved = yaml.safe_load((folder / "tune.yaml").read_text())  # --timeout are about this machine, now
+        if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
+            raise DaxiaoError(f"--resume: {folder / 'tune.yaml'} is empty or damaged; the trials are still in the "
+                              "storage: start a study with the same --storage and --study to continue them.")
         now = settings
         base, settings = RunConfig.from_dict(saved["config"]), TuneSettings(**saved["settings"])
         settings.trials = max(now.trials or 0, settings.trials or 0) or None
@@ -350,8 +365,9 @@ def tune(base: RunConfig, settings: TuneSettings, verbose: bool = True) -> dict:
     settings.study = settings.study or folder.name
     folder.mkdir(parents=True, exist_ok=True)
     storage = open_storage(settings.storage, folder, settings.heartbeat)
-    (folder / "tune.yaml").write_text(yaml.safe_dump({"settings": asdict(settings), "config": base.to_dict()},
-                                                     sort_keys=False))
+    atomic_write(folder / "tune.yaml", yaml.safe_dump({"settings": asdict(settings), "config": base.to_dict()},
+                                                      sort_keys=False))
+    begin("study", folder)
     study = optuna.create_study(study_name=settings.study, storage=storage, direction="maximize",
                                 load_if_exists=True)  # a worker on another machine may have created it first
     join(study, settings, space, base)
@@ -369,20 +385,35 @@ def tune(base: RunConfig, settings: TuneSettings, verbose: bool = True) -> dict:
     trial_base = copy.deepcopy(base)
     trial_base.train.threads = threads
     args = (trial_base.to_dict(), asdict(settings), str(folder), 0, threads, deadline, verbose)
-    if settings.jobs == 1:
-        _work(*args, cache=cache)
-    else:
-        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
-        procs = [ctx.Process(target=_worker_entry, args=(*args[:3], i, *args[4:])) for i in range(settings.jobs)]
-        for p in procs:
-            p.start()
-        try:
+    _note_finished(study, folder)
+    try:
+        if settings.jobs == 1:
+            _work(*args, cache=cache)
+        else:
+            ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
+            procs = [ctx.Process(target=_worker_entry, args=(*args[:3], i, *args[4:])) for i in range(settings.jobs)]
             for p in procs:
-                p.join()
-        except KeyboardInterrupt:
-            for p in procs:
-                p.terminate()
-            raise
+                p.start()
+            try:
+                for p in procs:
+                    p.join()
+            except KeyboardInterrupt:
+                for p in procs:
+                    p.terminate()
+                for p in procs:
+                    p.join(10)
+                raise
+    except KeyboardInterrupt:  # what finished is stored; write its tables now, then let the CLI say how to resume
+        study = optuna.load_study(study_name=settings.study, storage=storage)
+        _note_finished(study, folder)
+        write_outputs(study, space, base, folder, verbose=verbose)
+        raise
     study = optuna.load_study(study_name=settings.study, storage=storage)
     summary = write_outputs(study, space, base, folder, verbose=verbose)
     return {**summary, "folder": str(folder), "seconds": time.perf_counter() - t0}
+
+
+def _note_finished(study: optuna.Study, folder: Path) -> None:
+    n = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    if n:
+        note_saved(folder, f"{n} finished trial(s)")
