@@ -23,6 +23,7 @@ from ..errors import DaxiaoError
 from ..models.saved import model_meta
 from .callbacks import Callback, CallbackList, EarlyStopping, History, ProgressBar
 from .checkpoint import RunWriter
+from .ema import Lookahead
 from .loop import LoopState, run
 from .precision import torch_threads
 from .session import Session, prepare
@@ -96,6 +97,8 @@ def fit_session(s: Session, bundle: DataBundle, cfg: RunConfig, run_dir: str | P
         own.append(writer)
     if t.patience:
         own.append(EarlyStopping("val_accuracy", t.patience, verbose=bool(verbose)))
+    if t.lookahead:  # first after History: every later hook (the epoch's val, the run writer) sees averaged weights
+        own.insert(1, Lookahead())
     state = run(s, t.epochs, CallbackList([*own, *(callbacks or [])]))
     history.summary = {"history": state.history, "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
                        "train_seconds": sum(r["epoch_seconds"] for r in state.history),

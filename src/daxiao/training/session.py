@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from ..allocator import reuse_memory
 from ..config import RunConfig
 from ..data import Batch, DataBundle, Preprocess, make_loader
 from ..data.augment import build_augment
@@ -34,8 +35,10 @@ class Session:
     state: LoopState = field(default_factory=LoopState)
     stop_training: bool = False     # a callback sets it to end training after the current batch
 
+    tta: str = "none"               # test-time views for every evaluation (the run's train.tta)
+
     def evaluate(self, collect: bool = False) -> dict:
-        return evaluate(self.model, self.val_loader, self.criterion, self.bf16, self.device, collect)
+        return evaluate(self.model, self.val_loader, self.criterion, self.bf16, self.device, collect, self.tta)
 
 
 def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, optimizer: torch.optim.Optimizer | None = None,
@@ -43,6 +46,7 @@ def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, optimizer: tor
     """Everything `fit` sets up before its first epoch, from a validated config. A bundle without a val
     split gets no validation loader (Keras' fit without validation data). `optimizer` and `criterion`,
     when given, are used as they are instead of the ones the config names."""
+    reuse_memory()  # freed activation buffers reused, not unmapped and faulted in again (daxiao.allocator)
     t = cfg.train
     bundle = match_model_to_data(model, bundle)
     device, pre = resolve_device(), bundle.preprocess
@@ -61,7 +65,7 @@ def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, optimizer: tor
     scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), t.epochs)
     bf16 = choose_bf16(t.precision, device, _train_step(model, train_loader, criterion, device))
     return Session(model, train_loader, val_loader, criterion, optimizer, scheduler, bf16, device, pre,
-                   list(bundle.classes))
+                   list(bundle.classes), tta=t.tta)
 
 
 def _train_step(model: nn.Module, loader, criterion: nn.Module, device: torch.device):
