@@ -127,7 +127,8 @@ def main() -> None:
     mean = {k: statistics.mean(r[k] for r in rows) for k in ("wall_seconds", "test_accuracy", "images_per_s",
                                                                "train_gflops_per_s", "mfu_fp32")}
     table.add_row("mean", f"{mean['wall_seconds']:.0f}", "", f"{mean['test_accuracy']:.4f}",
-                  f"{mean['images_per_s']:,.0f}", f"{mean['train_gflops_per_s']:.0f}", f"{mean['mfu_fp32']:.0%}", "", "")
+                  f"{mean['images_per_s']:,.0f}", f"{mean['train_gflops_per_s']:.0f}", f"{mean['mfu_fp32']:.0%}",
+                  "", "")
     Console(width=160).print(table)
     name = "speedrun.json" if args.recipe == "speedrun" else f"{args.recipe}.json"
     path = ROOT / "benchmarks" / "results" / name
