@@ -196,3 +196,29 @@ def test_lookahead_ends_on_the_average_and_changes_the_result():
     assert all(torch.equal(a, w) for a, w in la.avg), "the model ends holding the running average"
     assert any(not torch.equal(plain[k], averaged[k]) for k in plain)
     assert la.base ** la.every == pytest.approx(0.95 ** 5)
+
+
+# The bars of the README's models table: `daxiao train --model NAME` (digits, every other setting the
+# model's defaults), test accuracy on digits' fixed 20 % test split.
+CHEAP_BARS = {"seed-cnn": 0.97, "seed-tiny-cnn": 0.97}
+SLOW_BARS = {"mobilenet-v1": 0.95, "airnet": 0.97}
+
+
+def default_run(name: str, tmp_path: Path) -> float:
+    from daxiao.inference.report import evaluate_model
+    from daxiao.training.runs import train
+
+    cfg = parse("--model", name, "--project", str(tmp_path))
+    result = train(cfg, verbose=False)
+    return evaluate_model(result["run_dir"], split="test")["acc"]
+
+
+@pytest.mark.parametrize("name", CHEAP_BARS)
+def test_defaults_meet_the_bar_on_digits(name, tmp_path):
+    assert default_run(name, tmp_path) >= CHEAP_BARS[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW_BARS)
+def test_defaults_meet_the_bar_on_digits_slow(name, tmp_path):
+    assert default_run(name, tmp_path) >= SLOW_BARS[name]
