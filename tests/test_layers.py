@@ -14,7 +14,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "daxiao"
 LAYERS = {
-    "errors": 0, "console": 0, "files": 0, "plots": 0, "config": 0, "interrupt": 0,
+    "errors": 0, "console": 0, "files": 0, "plots": 0, "config": 0, "interrupt": 0, "allocator": 0,
     "data": 1,
     "models": 2,
     "training": 3,

@@ -57,6 +57,8 @@ def add_commands(sub) -> None:
     de = sub.add_parser("demo", help="compare a small and a big model on the embedded digits set; writes report.html")
     de.add_argument("--models", default="mobilenet-v1,resnet18")
     de.add_argument("--epochs", type=int, default=10)
-    de.add_argument("--image-size", type=int, default=None, help="upscale digits to this many pixels per side")
+    de.add_argument("--image-size", type=int, default=32,
+                    help="upscale digits (8x8) to this many pixels per side, so ImageNet-style strides still see "
+                         "more than one pixel at the last stage (default 32)")
     de.add_argument("--project", default="runs/demo")
     de.set_defaults(fn=cmd_demo)

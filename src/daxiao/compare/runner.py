@@ -261,7 +261,7 @@ def _one(entry: Entry, cfg: RunConfig, folder: Path, data: DataCache, resume: bo
     else:
         cfg.resume = _resumable(run, resume)
         t0 = time.perf_counter()
-        r = train(cfg, verbose=verbose, bundle=data.get(cfg))
+        r = train(cfg, verbose=verbose, bundle=data.get(cfg), model_defaults=False)  # one recipe for all
         done = {"epochs": len(r["history"]), "train_seconds": r["train_seconds"], "best_val_acc": r["best_val_acc"],
                 "wall_seconds": time.perf_counter() - t0, "run_dir": str(run)}
         atomic_write_json(run / "done.json", done)

@@ -21,9 +21,11 @@ from ..errors import DaxiaoError, check_choice, did_you_mean
 from ..files import atomic_write
 from .augment import parse_augment
 from .loss import parse_loss
+from .recipes import RECIPES
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "triangle")
+TTA = ("none", "flip", "flip-shift")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICE_RULE = r"auto|cpu|mps|cuda(:\d+)?"
 
@@ -67,7 +69,7 @@ class OptimConfig:
     momentum: float = 0.9            # sgd and rmsprop
     nesterov: bool = False           # sgd
     weight_decay: float = 0.0        # never applied to norm or bias tensors
-    schedule: str = "cosine"         # constant | step | cosine | onecycle; the lr is a function of the step
+    schedule: str = "cosine"         # constant | step | cosine | onecycle | triangle; a function of the step
     warmup_epochs: float = 0.0       # linear warmup from lr/10 (constant, step and cosine)
     step_size: float = 0.0           # step schedule: epochs between decays; 0: a third of the epochs
     gamma: float = 0.1               # step schedule: lr factor at each decay
@@ -92,6 +94,8 @@ class TrainConfig:
     cache_dir: str | None = None     # disk caches (features, decoded folders): where; None: under ~/.cache/daxiao
     deterministic: bool = False      # deterministic kernels, seeded workers, fp32 for precision=auto: a killed and
                                      # resumed run ends bit-identical to an uninterrupted one (README: Reliability)
+    lookahead: bool = False          # airbench's lookahead: every 5 steps, weights pulled toward their running average
+    tta: str = "none"                # none | flip | flip-shift: average logits over mirrored (and shifted) views
 
 
 @dataclass
@@ -104,6 +108,7 @@ class RunConfig:
     project: str = "runs"            # parent folder of run folders
     exist_ok: bool = False           # allow writing into an existing run folder (replaces its files)
     resume: bool = False             # continue the run in the run folder from last.safetensors
+    recipe: str | None = None        # a named config diff (daxiao.config.recipes): defaults < recipe < YAML < flags
 
     # ---- conversions -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -147,6 +152,9 @@ class RunConfig:
         check_choice("precision", t.precision, PRECISIONS)
         if not re.fullmatch(DEVICE_RULE, t.device):
             raise DaxiaoError(f"device must be auto, cpu, cuda, cuda:N or mps (received {t.device!r}).")
+        check_choice("tta", t.tta, TTA)
+        if self.recipe is not None:
+            check_choice("recipe", self.recipe, RECIPES)
         check_choice("resize", d.resize, ("squash", "crop", "pad"))
         check_choice("feature_cache", t.feature_cache, ("memory", "disk", "off"))
         check_choice("data_cache", d.data_cache, ("auto", "memory", "disk", "off"))
@@ -237,10 +245,38 @@ def apply_overrides(cfg: RunConfig, overrides: dict) -> RunConfig:
         section, f = fields[key]
         target = getattr(cfg, section) if section else cfg
         setattr(target, f.name, _coerce(key, value, _HINTS[type(target)][f.name]))
+        explicit(cfg).add(f"{section}.{f.name}" if section else f.name)
     return cfg
 
 
+def explicit(cfg: RunConfig) -> set[str]:
+    """The settings someone chose (a recipe, a YAML file, a flag, an override), as "section.field" keys; the
+    rest are still the dataclass defaults, which a model's own defaults may replace (`daxiao.models.registry`).
+    Kept beside the fields, not in them, so config.yaml holds settings only."""
+    if "_explicit" not in vars(cfg):
+        cfg._explicit = set()  # type: ignore[attr-defined]
+    return cfg._explicit  # type: ignore[attr-defined]
+
+
+def apply_defaults(cfg: RunConfig, defaults: dict) -> list[str]:
+    """Set each of `defaults` ({"epochs": 20, "lr": 3e-3}) that nobody chose explicitly; returns the keys set.
+    They stay unmarked, so a later layer of defaults may still replace them."""
+    fields, done = _all_fields(), []
+    for key, value in defaults.items():
+        section, f = fields[key]
+        if (f"{section}.{f.name}" if section else f.name) in explicit(cfg):
+            continue
+        target = getattr(cfg, section) if section else cfg
+        setattr(target, f.name, _coerce(key, value, _HINTS[type(target)][f.name]))
+        done.append(key)
+    return done
+
+
 def load_yaml(path: str | Path) -> RunConfig:
+    return RunConfig.from_dict(_read_yaml(path))
+
+
+def _read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise DaxiaoError(f"No such config file: {p}.")
@@ -253,7 +289,7 @@ def load_yaml(path: str | Path) -> RunConfig:
                           "is one).")
     if not isinstance(d, dict):
         raise DaxiaoError(f"{p} must hold a mapping of settings (received {type(d).__name__}).")
-    return RunConfig.from_dict(d)
+    return d
 
 
 def save_yaml(cfg: RunConfig, path: str | Path) -> None:
@@ -282,11 +318,21 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """defaults < --config YAML < flags typed on the command line."""
-    cfg = load_yaml(args.config) if getattr(args, "config", None) else RunConfig()
+    """defaults < --recipe < --config YAML < flags typed on the command line. (A model's own defaults, from
+    the registry, fill in what none of these set; `daxiao.training.runs` applies them.)"""
     fields = _all_fields()
     typed = {k: v for k, v in vars(args).items() if k in fields and "." not in k and v is not None}
+    d = _read_yaml(args.config) if getattr(args, "config", None) else {}
+    name = typed.get("recipe") or _flatten(d).get("recipe")
+    cfg = apply_recipe(RunConfig(), name) if name else RunConfig()
+    apply_overrides(cfg, _flatten(d))
     return apply_overrides(cfg, typed)
+
+
+def apply_recipe(cfg: RunConfig, name: str) -> RunConfig:
+    """The settings of recipe `name` (daxiao.config.recipes) on `cfg`, and cfg.recipe = name."""
+    check_choice("recipe", name, RECIPES)
+    return apply_overrides(cfg, {**RECIPES[name], "recipe": name})
 
 
 def setting_types() -> dict[str, object]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..allocator import reuse_memory
 from ..data.decode import BadImage, decode_file
 from ..data.folder import collect_images
 from ..models.saved import load_run
@@ -24,6 +25,7 @@ def predict(weights: str | Path, images: list[str | Path], top_k: int = 5, batch
     Example:
         >>> predict("runs/seed-cnn-digits", ["my_digit.png"], top_k=3)
     """
+    reuse_memory()  # see daxiao.allocator
     run = load_run(weights)
     model, pre, classes = run.model, run.preprocess, run.classes
     k = min(top_k, len(classes))

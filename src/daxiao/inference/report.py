@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from sklearn.metrics import precision_recall_fscore_support
 
+from ..allocator import reuse_memory
 from ..config import DataConfig
 from ..data import load_data, make_loader
 from ..errors import DaxiaoError
@@ -34,6 +35,7 @@ def evaluate_model(weights: str | Path, data: str | None = None, split: str = "t
     Returns:
         {"acc", "top5"?, "loss", "per_class": {class: {precision, recall, f1, support}}, "n", "data", "split"}.
     """
+    reuse_memory()  # evaluation batches of 256: see daxiao.allocator
     run = load_run(weights)
     model, pre, classes = run.model, run.preprocess, run.classes
     if data is None:  # the training data, split exactly as in training (same config, same seed)
@@ -49,7 +51,8 @@ def evaluate_model(weights: str | Path, data: str | None = None, split: str = "t
     part = bundle.split(split)
     device = resolve_device()
     model.to(device).to(memory_format=torch.channels_last)
-    res = evaluate(model, make_loader(part, batch_size, pre, workers=workers), device=device, collect=True)
+    tta = run.config.train.tta if run.config is not None else "none"  # the views the run was validated with
+    res = evaluate(model, make_loader(part, batch_size, pre, workers=workers), device=device, collect=True, tta=tta)
     labels, probs = res["labels"], res["probs"]
     preds = probs.argmax(1)
     p, r, f, s = precision_recall_fscore_support(labels.numpy(), preds.numpy(), labels=list(range(len(classes))),

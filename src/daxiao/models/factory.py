@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import DaxiaoError, did_you_mean
-from . import mobilenet_v1, seed_cnn, squeezenet, timm_zoo  # noqa: F401  (importing registers the families)
+from . import airnet, mobilenet_v1, seed_cnn, squeezenet, timm_zoo  # noqa: F401  (importing registers the families)
 from .head import HEAD_ARGS, with_head
 from .registry import _MODELS, ModelInfo
 from .timm_zoo import TIMM_ARGS, create_timm

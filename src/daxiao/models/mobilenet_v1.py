@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .layers import LinearClassifier, is_small, linear_or_identity, make_act, scratch_cfg
-from .registry import register_model
+from .registry import SCRATCH, register_model
 
 
 class Block(NamedTuple):
@@ -69,7 +69,7 @@ class MobileNetV1(LinearClassifier, nn.Module):
         return x if pre_logits else self.classifier(x)
 
 
-@register_model("mobilenet-v1", "small", args=MobileNetV1)
+@register_model("mobilenet-v1", "small", args=MobileNetV1, **SCRATCH)
 def mobilenet_v1(pretrained: bool = False, **kwargs) -> MobileNetV1:
     """Depthwise-separable convs, width alpha."""
     if pretrained:

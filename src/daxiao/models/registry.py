@@ -20,6 +20,12 @@ class ModelInfo:
     size: str  # "small" or "big": the article's two camps
     fn: Callable[..., nn.Module]
     description: str = ""
+    # The model's own training defaults (config keys, e.g. {"lr": 3e-3, "epochs": 20}): they replace the
+    # dataclass defaults beneath any recipe, YAML file or flag, where one recipe does not fit every family.
+    defaults: dict = field(default_factory=dict)
+    # Built-in sets smaller than this many pixels per side are upscaled to it unless --image-size says
+    # otherwise: an ImageNet-style network halves its input five times (digits are 8x8).
+    min_image_size: int | None = None
     # The keyword arguments the entry accepts, with their types: create_model refuses any other, and a
     # weights file's model_args are checked against them before anything is built (never passed on unchecked).
     args: Mapping[str, type] = field(default_factory=dict)
@@ -50,13 +56,18 @@ def _base_type(hint) -> type:
 
 _MODELS: dict[str, ModelInfo] = {}
 
+# ImageNet-style networks trained from scratch on the small built-in sets: digits (8x8) upscaled to 32x32,
+# so five stride-2 stages still see more than one pixel; measured on digits: README's models table.
+SCRATCH: dict = {"min_image_size": 32}
 
-def register_model(family: str, size: str, name: str | None = None, args: Callable | Mapping[str, type] | None = None):
+def register_model(family: str, size: str, name: str | None = None, args: Callable | Mapping[str, type] | None = None,
+                   defaults: dict | None = None, min_image_size: int | None = None):
     """Register an entry point as `name`, by default its function name with '_' spelled '-'.
 
     `size` is the article's camp, "small" (MobileNet, SqueezeNet) or "big" (the DNN, pretrained backbones).
     `args` declares the options it takes: the class it builds (its ``__init__`` signature is read), or a
-    {name: type} mapping; by default the entry function's own signature.
+    {name: type} mapping; by default the entry function's own signature. `defaults` and `min_image_size`:
+    see `ModelInfo`.
     """
     assert size in ("small", "big"), size
 
@@ -64,7 +75,8 @@ def register_model(family: str, size: str, name: str | None = None, args: Callab
         key = name or fn.__name__.replace("_", "-")
         if key in _MODELS:
             raise ValueError(f"Model {key!r} is registered twice")
-        _MODELS[key] = ModelInfo(key, family, size, fn, (fn.__doc__ or "").strip(), declared_args(args or fn))
+        _MODELS[key] = ModelInfo(key, family, size, fn, (fn.__doc__ or "").strip(), dict(defaults or {}),
+                                 min_image_size, declared_args(args or fn))
         return fn
 
     return wrap

@@ -50,7 +50,11 @@ class SeedCNN(LinearClassifier, nn.Module):
         return x if pre_logits else self.fc2(x)
 
 
-@register_model("seed-cnn", "big", args=SeedCNN)
+# adam at 3x Keras' rate for twice the epochs: digits 0.953 -> 0.975 test (batch 64, cosine; README models table)
+SEED_DEFAULTS = {"lr": 3e-3, "epochs": 20}
+
+
+@register_model("seed-cnn", "big", args=SeedCNN, defaults=SEED_DEFAULTS)
 def seed_cnn(pretrained: bool = False, **kwargs) -> SeedCNN:
     """The article's CNN: Conv32-Pool-Dense128."""
     if pretrained:
@@ -84,7 +88,7 @@ class SeedTinyCNN(LinearClassifier, nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-@register_model("seed-cnn", "small", args=SeedTinyCNN)
+@register_model("seed-cnn", "small", args=SeedTinyCNN, defaults=SEED_DEFAULTS)
 def seed_tiny_cnn(pretrained: bool = False, **kwargs) -> SeedTinyCNN:
     """The article's tuning model: Conv32-Dense."""
     if pretrained:

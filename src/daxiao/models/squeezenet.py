@@ -15,7 +15,7 @@ from timm.models import adapt_input_conv
 from torch import nn
 
 from .layers import hub_download, is_small, scratch_cfg
-from .registry import register_model
+from .registry import SCRATCH, register_model
 
 
 class SqueezeNet(nn.Module):
@@ -78,13 +78,13 @@ class SqueezeNet(nn.Module):
             nn.init.zeros_(self.final_conv.bias)
 
 
-@register_model("squeezenet", "small", name="squeezenet1_0", args=SqueezeNet)
+@register_model("squeezenet", "small", name="squeezenet1_0", args=SqueezeNet, **SCRATCH)
 def squeezenet1_0(pretrained: bool = False, **kwargs) -> SqueezeNet:
     """Fire modules, 7x7 stem (torchvision)."""
     return SqueezeNet("1_0", pretrained=pretrained, **kwargs)
 
 
-@register_model("squeezenet", "small", name="squeezenet1_1", args=SqueezeNet)
+@register_model("squeezenet", "small", name="squeezenet1_1", args=SqueezeNet, **SCRATCH)
 def squeezenet1_1(pretrained: bool = False, **kwargs) -> SqueezeNet:
     """Fire modules, 3x3 stem, 2.4x fewer MACs than 1.0."""
     return SqueezeNet("1_1", pretrained=pretrained, **kwargs)

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from ..allocator import reuse_memory
 from ..config import RunConfig
 from ..config.augment import parse_augment
 from ..console import console, progress
@@ -60,6 +61,7 @@ def cache_key(model: TransferModel, split: Split, pre: Preprocess, bf16: bool) -
 def extract_features(model: TransferModel, split: Split, pre: Preprocess, batch_size: int = 256, workers: int = 2,
                      bf16: bool = False, desc: str = "features", verbose: bool = True) -> torch.Tensor:
     """Pooled backbone features of every image in `split`, in order, as float32 (N, num_features)."""
+    reuse_memory()  # batch-256 activations: reused, not re-faulted every batch (daxiao.allocator)
     device = next(model.parameters()).device
     model.eval()
     loader = make_loader(split, batch_size, pre, workers=workers)

@@ -26,6 +26,7 @@ from ..models.saved import model_meta
 from . import distributed
 from .callbacks import Callback, CallbackList, EarlyStopping, History, ProgressBar, RankSeed
 from .checkpoint import RunWriter
+from .ema import Lookahead
 from .loop import LoopState, run
 from .precision import deterministic, torch_threads
 from .session import Session, prepare
@@ -119,6 +120,8 @@ def _fit_locked(s: Session, bundle: DataBundle, cfg: RunConfig, run_dir: str | P
         own.append(EarlyStopping("val_accuracy", t.patience, verbose=bool(verbose)))
     if distributed.is_distributed():
         own.append(RankSeed(t.seed, distributed.rank()))
+    if t.lookahead:  # first after History: every later hook (the epoch's val, the run writer) sees averaged weights
+        own.insert(1, Lookahead())
     state = run(s, t.epochs, CallbackList([*own, *(callbacks or [])]))
     history.summary = {"history": state.history, "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
                        "train_seconds": sum(r["epoch_seconds"] for r in state.history),

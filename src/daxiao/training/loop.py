@@ -34,6 +34,27 @@ class NonFiniteLoss(DaxiaoError):
     """The training loss became NaN or inf: training stops, the run folder keeps the last good epoch."""
 
 
+def tta_forward(model: nn.Module, batch: Batch, tta: str = "none") -> torch.Tensor:
+    """Logits averaged over test-time views (airbench's `infer`): "flip" averages the image and its mirror;
+    "flip-shift" also averages the mirrored pair shifted one pixel up-left and down-right (reflect padding),
+    weighted half and half with the unshifted pair. Features (no pixels) and "none" are one plain pass."""
+    if tta == "none" or batch.kind == "features":
+        return forward(model, batch).float()
+    x = batch.inputs
+
+    def mirror(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(v).float() + model(v.flip(-1)).float())
+
+    logits = mirror(x)
+    if tta == "flip-shift":
+        h, w = x.shape[-2:]
+        pad = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [pad[..., :h, :w].contiguous(memory_format=torch.channels_last),
+                   pad[..., 2:, 2:].contiguous(memory_format=torch.channels_last)]
+        logits = 0.5 * logits + 0.25 * (mirror(shifted[0]) + mirror(shifted[1]))
+    return logits
+
+
 # ---- one epoch -----------------------------------------------------------------------------------------
 def train_one_epoch(session, callbacks: Callback | None = None, epoch: int = 0, check_finite: bool = True) -> dict:
     """One pass over the session's train loader; returns {"loss", "acc", "images_per_s", "seconds"}.
@@ -89,10 +110,12 @@ def train_one_epoch(session, callbacks: Callback | None = None, epoch: int = 0, 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, criterion: nn.Module | None = None, bf16: bool = False,
-             device: torch.device | None = None, collect: bool = False, fp16: bool = False) -> dict:
+             device: torch.device | None = None, collect: bool = False, fp16: bool = False,
+             tta: str = "none") -> dict:
     """Loss, accuracy and top-5 (with >= 5 classes) over `loader`; `collect` adds labels, probabilities and
     the sample index of each row (files that failed to decode are missing from all three). A loader
-    sharded over ranks gives sums over all of them (every rank must call this then)."""
+    sharded over ranks gives sums over all of them (every rank must call this then). `tta`: test-time
+    views to average (`tta_forward`)."""
     device = device or next(model.parameters()).device
     criterion = criterion or build_criterion()
     model.eval()
@@ -102,7 +125,7 @@ def evaluate(model: nn.Module, loader, criterion: nn.Module | None = None, bf16:
         batch = batch.to(device)
         labels = batch.targets
         with autocast(device, bf16, fp16):
-            logits = forward(model, batch).float()
+            logits = tta_forward(model, batch, tta)
         loss_sum += criterion(logits, labels).item() * len(labels)
         correct += (logits.argmax(1) == labels).sum().item()
         num_classes = logits.shape[1]

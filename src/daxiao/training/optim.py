@@ -39,6 +39,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, o, steps_per_epoch: int, e
         peaks = [g["lr"] for g in optimizer.param_groups]  # per group: a backbone's lower rate stays lower
         return S.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=pct,
                             cycle_momentum=o.optimizer in ("sgd", "rmsprop"))
+    if o.schedule == "triangle":  # airbench's: linear 0.2 -> 1 over the warmup (23 % unless set), linear to 0.07
+        up = warmup or round(0.23 * total)
+        return S.LambdaLR(optimizer, lambda step: triangle(step, up, total))
     if o.schedule == "cosine":
         main = S.CosineAnnealingLR(optimizer, T_max=total - warmup)
     elif o.schedule == "step":  # decays by gamma every step_size epochs (counted in steps)
@@ -49,3 +52,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, o, steps_per_epoch: int, e
     if not warmup:
         return main
     return S.SequentialLR(optimizer, [S.LinearLR(optimizer, 0.1, 1.0, warmup), main], [warmup])
+
+
+def triangle(step: int, up: int, total: int, start: float = 0.2, end: float = 0.07) -> float:
+    """The lr factor of a linear one-cycle: `start` -> 1 over `up` steps, then 1 -> `end` at `total`."""
+    if step < up:
+        return start + (1 - start) * step / max(up, 1)
+    return 1 + (end - 1) * min(1.0, (step - up) / max(total - up, 1))

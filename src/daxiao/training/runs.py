@@ -7,6 +7,7 @@ without ``exist_ok`` or ``resume``; an unnamed run gets the next free ``<model>-
 
 from __future__ import annotations
 
+import copy
 import glob
 import re
 from dataclasses import replace
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataConfig, RunConfig, apply_overrides, load_yaml
+from ..config import DataConfig, RunConfig, apply_defaults, apply_overrides, load_yaml
 from ..console import console, escape
-from ..data import DataBundle, load_data
+from ..data import DataBundle, TensorSplit, load_data
 from ..errors import DaxiaoError
 from ..files import check_new_folder, next_free
 from ..models import create_model, model_info
@@ -97,10 +98,23 @@ def build(cfg: RunConfig) -> tuple[torch.nn.Module, DataBundle]:
     """The data, then a model shaped for it (classes, channels, input size), initialised from the seed."""
     info = model_info(cfg.model.name)  # unknown names fail here, before any data is read
     bundle = load_data(data_config(cfg, info.name), cfg.train.seed, cache_dir=cfg.train.cache_dir)
+    small = info.min_image_size and cfg.data.image_size is None and bundle.preprocess.image_size < info.min_image_size
+    if small and isinstance(bundle.train, TensorSplit):  # a built-in set: upscaled (see ModelInfo)
+        bundle = load_data(replace(data_config(cfg, info.name), image_size=info.min_image_size), cfg.train.seed)
+        bundle.size_rule = f"{info.name} upscales small built-in sets to {info.min_image_size} px"
     if cfg.model.pretrained and cfg.data.image_size is None:
         bundle.size_rule = (f"{info.name}'s pretrained weights take {bundle.preprocess.image_size} px "
                             "(--image-size N overrides)")
     return make_model(cfg, bundle), bundle
+
+
+def with_model_defaults(cfg: RunConfig) -> RunConfig:
+    """`cfg` with the model's own defaults (its registry entry) in every setting nobody chose; `compare`
+    does not call this, as it trains every model under one recipe."""
+    info = model_info(cfg.model.name)
+    if info.defaults:
+        apply_defaults(cfg, info.defaults)
+    return cfg
 
 
 def data_config(cfg: RunConfig, name: str) -> DataConfig:
@@ -134,10 +148,13 @@ def _summary(report: dict[str, list[str]]) -> str:
 
 
 def train(cfg: RunConfig, verbose: bool = True, bundle: DataBundle | None = None,
-          callbacks: list[Callback] | None = None) -> dict:
+          callbacks: list[Callback] | None = None, model_defaults: bool = True) -> dict:
     """The `daxiao train` job. With ``resume`` the run's own config.yaml is the base and `cfg`'s epochs
     (if larger) extends it. `bundle`: data already loaded for this config (compare loads it once for
-    every model); `callbacks` join the loop (distillation's teacher)."""
+    every model); `callbacks` join the loop (distillation's teacher). `model_defaults`: fill the settings
+    nobody chose with the model's own (`with_model_defaults`)."""
+    if model_defaults and not cfg.resume:
+        cfg = with_model_defaults(copy.deepcopy(cfg))
     cfg.validate()
     distributed.setup(cfg.train.device, cfg.train.threads)  # in a torchrun job: join it before choosing the folder
     run = distributed.on_rank_zero(lambda: run_folder(cfg))  # one folder, chosen once, for every rank

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from ..allocator import reuse_memory
 from ..config import RunConfig
 from ..data import Batch, DataBundle, FeatureSplit, Preprocess, make_loader
 from ..data.augment import build_augment
@@ -44,11 +45,14 @@ class Session:
         """The module the training step runs (`model` itself unless wrapped); `model` is what is saved."""
         return self.model if self.train_model is None else self.train_model
 
+    tta: str = "none"               # test-time views for every evaluation (the run's train.tta)
+
     def evaluate(self, collect: bool = False) -> dict:
         """Val metrics; data-parallel, each rank scores its shard and the sums are reduced (`collect`, which
         rank 0 alone asks for, scores the whole set here instead)."""
         loader = self.val_full if collect and self.val_full is not None else self.val_loader
-        return evaluate(self.model, loader, self.criterion, self.bf16, self.device, collect, fp16=self.fp16)
+        return evaluate(self.model, loader, self.criterion, self.bf16, self.device, collect, fp16=self.fp16,
+                        tta=self.tta)
 
 
 def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, optimizer: torch.optim.Optimizer | None = None,
@@ -56,6 +60,7 @@ def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, optimizer: tor
     """Everything `fit` sets up before its first epoch, from a validated config. A bundle without a val
     split gets no validation loader (Keras' fit without validation data). `optimizer` and `criterion`,
     when given, are used as they are instead of the ones the config names."""
+    reuse_memory()  # freed activation buffers reused, not unmapped and faulted in again (daxiao.allocator)
     t = cfg.train
     bundle = match_model_to_data(model, bundle)
     device, pre = distributed.setup(t.device, t.threads), bundle.preprocess  # torchrun job: joins its group
@@ -88,7 +93,7 @@ def prepare(model: nn.Module, bundle: DataBundle, cfg: RunConfig, optimizer: tor
         net = torch.compile(net)  # the training forward only; evaluation runs the plain module
     return Session(model, train_loader, val_loader, criterion, optimizer, scheduler, bf16, device, pre,
                    list(bundle.classes), fp16=fp16, scaler=grad_scaler(device, fp16),
-                   train_model=None if net is model else net, val_full=val_full)
+                   train_model=None if net is model else net, val_full=val_full, tta=t.tta)
 
 
 def _train_step(model: nn.Module, loader, criterion: nn.Module, device: torch.device):
