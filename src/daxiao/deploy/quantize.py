@@ -79,39 +79,49 @@ def _quantize(fp32: Path, out: Path, calib: np.ndarray, fmt: str, act, weight, i
 
 
 def best_int8(fp32: Path, out: Path, calib: np.ndarray, score: Callable[[Path], dict],
-              latency: Callable[[Path], dict], fp32_acc: float,
-              candidates: tuple[tuple[str, str, str], ...] = CANDIDATES) -> tuple[Path | None, list[dict]]:
-    """Build every candidate, score it (`score(path)` -> {"acc", ...}) and time it (`latency(path)` ->
-    {"median_ms", ...}); keep the fastest whose accuracy drop is at most INT8_MAX_DROP points (else the
-    most accurate). Returns (the kept model at `out` or None if none could be built, one row per candidate)."""
+              time_all: Callable[[dict[str, Path]], dict[str, dict]], fp32_acc: float,
+              candidates: tuple[tuple[str, str, str], ...] = CANDIDATES) -> tuple[Path | None, list[dict], dict]:
+    """Build every candidate and score it (`score(path)` -> {"acc", ...}); then time fp32 and all usable
+    candidates together (`time_all({key: path})` -> {key: {"median_ms", ...}}, in alternating rounds) and
+    keep the fastest whose accuracy drop is at most INT8_MAX_DROP points (else the most accurate).
+    Returns (the kept model at `out`, or None if none could be built; one row per candidate; fp32's latency)."""
     if len(calib) == 0:
         raise DaxiaoError("--int8 needs calibration images, and none were found; pass --data with training images.")
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        paths: dict[str, Path] = {}
         for k, (fmt, act, weight) in enumerate(candidates):
-            path = Path(tmp) / f"{fmt}-{act}{weight}.onnx"
+            key = f"{fmt}-{act}{weight}"
+            path = Path(tmp) / f"{key}.onnx"
             row = {"format": fmt, "activations": act, "weights": weight, "per_channel": True}
             console.print(f"int8 {k + 1}/{len(candidates)}: {fmt} {act}/{weight}, calibrating on {len(calib)} images")
             try:
                 quantize_one(fp32, path, calib, fmt, act, weight)
                 row.update(score(path))
-                row["latency"] = latency(path)
+                paths[key] = path
             except DaxiaoError as e:  # a combination this onnxruntime build cannot run
                 row["error"] = str(e)[:200]
             except Exception as e:  # quantize_static refuses some graphs/combinations
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
             row["acc_drop"] = round(100 * (fp32_acc - row["acc"]), 3) if "acc" in row else None
             rows.append(row)
-            if "error" not in row:
-                console.print(f"  acc {row['acc']:.4f} (drop {row['acc_drop']:+.2f} pt), "
-                              f"batch-1 {row['latency']['median_ms']:.3f} ms")
+        if not paths:
+            for r in rows:
+                console.print(f"  {r['format']} {r['activations']}/{r['weights']}: not usable: {r['error']}")
+            return None, rows, {}
+        times = time_all({"fp32": fp32, **paths})
+        for r in rows:
+            key = f"{r['format']}-{r['activations']}{r['weights']}"
+            if key in times:
+                r["latency"] = times[key]
+                console.print(f"  {r['format']} {r['activations']}/{r['weights']}: acc {r['acc']:.4f} "
+                              f"(drop {r['acc_drop']:+.2f} pt), batch-1 {r['latency']['median_ms']:.3f} ms "
+                              f"(fp32 {times['fp32']['median_ms']:.3f} ms)")
             else:
-                console.print(f"  not usable: {row['error']}")
-        ok = [r for r in rows if "error" not in r]
-        if not ok:
-            return None, rows
+                console.print(f"  {r['format']} {r['activations']}/{r['weights']}: not usable: {r['error']}")
+        ok = [r for r in rows if "latency" in r]
         good = [r for r in ok if r["acc_drop"] <= INT8_MAX_DROP]
         best = min(good, key=lambda r: r["latency"]["median_ms"]) if good else max(ok, key=lambda r: r["acc"])
         best["chosen"] = True
-        (Path(tmp) / f"{best['format']}-{best['activations']}{best['weights']}.onnx").replace(out)
-    return out, rows
+        paths[f"{best['format']}-{best['activations']}{best['weights']}"].replace(out)
+    return out, rows, times["fp32"]

@@ -247,6 +247,31 @@ def measure_latency(engine: Engine, batch: int = 1, runs: int = 50, warmup: int 
             "runs": len(times), "batch": batch}
 
 
+def paired_latency(engines: dict[str, Engine], rounds: int = 15, calls: int = 10) -> dict[str, dict]:
+    """Batch-1 latency of several engines measured in alternating rounds, so that a burst of load from
+    other processes hits all of them alike (one after the other, a busy moment can fake a 10x gap).
+    Per engine: the median over rounds of each round's median call, and the p95 of all calls."""
+    p = next(iter(engines.values())).preprocess
+    x = np.random.default_rng(0).standard_normal((1, p.channels, p.image_size, p.image_size), dtype=np.float32)
+    for e in engines.values():
+        for _ in range(5):
+            e.logits(x)
+    per_round: dict[str, list[float]] = {k: [] for k in engines}
+    every: dict[str, list[float]] = {k: [] for k in engines}
+    for _ in range(rounds):
+        for k, e in engines.items():
+            ts = []
+            for _ in range(calls):
+                t = time.perf_counter()
+                e.logits(x)
+                ts.append((time.perf_counter() - t) * 1000)
+            per_round[k].append(statistics.median(ts))
+            every[k] += ts
+    return {k: {"median_ms": round(statistics.median(per_round[k]), 4),
+                "p95_ms": round(sorted(every[k])[int(0.95 * (len(every[k]) - 1))], 4), "runs": len(every[k]),
+                "batch": 1, "paired": True} for k in engines}
+
+
 def evaluate_files(engine: Engine, data: str | Path, split: str = "test", batch_size: int = 64,
                    workers: int = 2) -> dict:
     """Accuracy and per-class metrics of `engine` on an image folder or CSV list (all its images; in a
