@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .layers import LinearClassifier, make_act, scratch_cfg
-from .registry import register_model
+from .registry import declared_args, register_model
 
 
 class Conv(nn.Conv2d):
@@ -99,7 +99,10 @@ AIRNET_DEFAULTS = {"optimizer": "sgd", "nesterov": True, "momentum": 0.85, "lr":
                    "lookahead": True}
 
 
-@register_model("airnet", "small", defaults=AIRNET_DEFAULTS)
+AIRNET_ARGS = {**{k: v for k, v in declared_args(AirNet).items() if k != "widths"}, "alpha": float}  # widths: by alpha
+
+
+@register_model("airnet", "small", args=AIRNET_ARGS, defaults=AIRNET_DEFAULTS)
 def airnet(pretrained: bool = False, alpha: float | None = None, **kwargs) -> AirNet:
     """airbench's net for CPUs: 3 conv groups 48-96-192; `alpha` scales the widths."""
     if pretrained:
