@@ -25,7 +25,8 @@ def list_models() -> list[str]:
 def model_info(name: str) -> ModelInfo:
     """The registry entry for `name`; ``timm:<name>`` gets an ad-hoc entry."""
     if name.startswith("timm:"):
-        return ModelInfo(name, "timm", "big", lambda **kw: create_timm(name[5:], **kw), "any timm model", TIMM_ARGS)
+        return ModelInfo(name, "timm", "big", lambda **kw: create_timm(name[5:], **kw), "any timm model",
+                         args=TIMM_ARGS)
     if name not in _MODELS:
         alias = name.replace("_", "-")
         if alias in _MODELS:
