@@ -69,6 +69,7 @@ def train_row(data: str, nproc: int, threads: int, global_batch: int, epochs: in
     wall = time.perf_counter() - t0
     with open(project / name / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
+    print("done:", " ".join(argv[1:]), rows[-1], flush=True)  # partial results survive an interrupted run
     last = rows[-1]
     total = float(last["images_per_s"])  # all processes' images / s (the loop reduces the counts)
     return {"processes": nproc, "threads_per_process": threads, "batch_per_process": global_batch // nproc,
