@@ -59,7 +59,7 @@ def cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
 # ---- 1. data-parallel training ---------------------------------------------------------------------------------
 def train_row(data: str, nproc: int, threads: int, global_batch: int, epochs: int, project: Path,
               *extra: str) -> dict:
-    name = f"p{nproc}t{threads}{''.join(extra).replace('-', '')}"
+    name = f"p{nproc}t{threads}{''.join(extra).replace('-', '')}-{len(list(project.iterdir()))}"
     argv = ["train", "--model", "seed-cnn", "--data", data, "--epochs", str(epochs), "--batch-size",
             str(global_batch // nproc), "--precision", "fp32", "--schedule", "constant", "--project", str(project),
             "--name", name, "--threads", str(threads), *extra]
