@@ -3,6 +3,7 @@ through PostgreSQL (1 vs 2 workers), on this machine's CPU.
 
     flock /tmp/daxiao-bench.lock .venv/bin/python benchmarks/scaling.py          # ~10 min on 2 cores
     flock /tmp/daxiao-bench.lock .venv/bin/python benchmarks/scaling.py --quick  # digits only, ~2 min
+    flock /tmp/daxiao-bench.lock .venv/bin/python benchmarks/scaling.py --threads 1  # on busy shared cores
 
 1. `daxiao train` of seed-cnn on Fashion-MNIST (digits without it) with the same global batch: one process
    with all cores, then `--nproc 2` with cores/2 threads each. Reported from metrics.csv (last epoch: the
@@ -59,7 +60,7 @@ def cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
 # ---- 1. data-parallel training ---------------------------------------------------------------------------------
 def train_row(data: str, nproc: int, threads: int, global_batch: int, epochs: int, project: Path,
               *extra: str) -> dict:
-    name = f"p{nproc}t{threads}{''.join(extra).replace('-', '')}"
+    name = f"p{nproc}t{threads}{''.join(extra).replace('-', '')}-{len(list(project.iterdir()))}"
     argv = ["train", "--model", "seed-cnn", "--data", data, "--epochs", str(epochs), "--batch-size",
             str(global_batch // nproc), "--precision", "fp32", "--schedule", "constant", "--project", str(project),
             "--name", name, "--threads", str(threads), *extra]
@@ -69,6 +70,7 @@ def train_row(data: str, nproc: int, threads: int, global_batch: int, epochs: in
     wall = time.perf_counter() - t0
     with open(project / name / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
+    print("done:", " ".join(argv[1:]), rows[-1], flush=True)  # partial results survive an interrupted run
     last = rows[-1]
     total = float(last["images_per_s"])  # all processes' images / s (the loop reduces the counts)
     return {"processes": nproc, "threads_per_process": threads, "batch_per_process": global_batch // nproc,
@@ -120,7 +122,8 @@ def predict(step_compute_s: float, nbytes: int, batch: int, links_gbit=(1, 10, 1
 
 
 # ---- 3. a shared study ------------------------------------------------------------------------------------------
-def study_row(base_url: str, workers: int, space: list[str], epochs: int, project: Path) -> dict:
+def study_row(base_url: str, workers: int, space: list[str], epochs: int, project: Path,
+              threads: int | None = None) -> dict:
     import optuna
     import pgserver
 
@@ -128,8 +131,9 @@ def study_row(base_url: str, workers: int, space: list[str], epochs: int, projec
 
     url = pgserver.create_database(base_url, f"w{workers}")
     cores = len(os.sched_getaffinity(0))
+    threads = threads or max(1, cores // workers)
     argv = ["tune", "--model", "seed-tiny-cnn", "--sampler", "grid", "--cv", "0", "--epochs", str(epochs),
-            "--precision", "fp32", "--schedule", "constant", "--threads", str(max(1, cores // workers)),
+            "--precision", "fp32", "--schedule", "constant", "--threads", str(threads), "--pruner", "none",
             "--storage", url, "--study", "grid", "--space", *space]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     t0 = time.perf_counter()
@@ -142,7 +146,7 @@ def study_row(base_url: str, workers: int, space: list[str], epochs: int, projec
     wall = time.perf_counter() - t0
     trials = optuna.load_study(study_name="grid", storage=database_url(url)).get_trials()
     span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-    return {"workers": workers, "threads_per_worker": max(1, cores // workers), "trials": len(trials),
+    return {"workers": workers, "threads_per_worker": threads, "trials": len(trials),
             "complete": sum(t.state.name == "COMPLETE" for t in trials),
             "workers_seen": len({t.user_attrs.get("worker") for t in trials}),
             "trials_per_min": round(len(trials) / span * 60, 1), "study_seconds": round(span, 1),
@@ -152,18 +156,21 @@ def study_row(base_url: str, workers: int, space: list[str], epochs: int, projec
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="digits only and a smaller grid")
+    ap.add_argument("--threads", type=int, help="threads of the --compile rows and of each tuning worker (default: "
+                                                "cores / processes); 1 keeps busy shared cores from stalling OpenMP")
     a = ap.parse_args()
     info = machine()
     fashion = Path("/usr/share/datasets/fashion-mnist").is_dir() and not a.quick
     data, epochs, batch = ("fashion-mnist", 2, 128) if fashion else ("digits", 3, 64)
     out: dict = {"machine": info, "data": data, "epochs": epochs, "study_epochs": 2 if a.quick else 6,
                  "command": "flock /tmp/daxiao-bench.lock .venv/bin/python benchmarks/scaling.py"
-                            + (" --quick" if a.quick else "")}
+                            + (" --quick" if a.quick else "") + (f" --threads {a.threads}" if a.threads else "")}
     cores = info["cores"]
     with tempfile.TemporaryDirectory() as tmp:
         out["train"] = [train_row(data, n, t, batch, epochs, Path(tmp))
                         for n, t in ((1, 1), (1, cores), (2, max(1, cores // 2)))]
-        out["compile"] = [train_row(data, 1, cores, batch, epochs, Path(tmp), *flag) for flag in ((), ("--compile",))]
+        out["compile"] = [train_row(data, 1, a.threads or cores, batch, epochs, Path(tmp), *flag)
+                          for flag in ((), ("--compile",))]
 
     from daxiao.config import RunConfig
     from daxiao.data import load_data
@@ -192,7 +199,7 @@ def main() -> None:
         space = (["optimizer=adam,sgd", "lr=0.001,0.002,0.003"] if a.quick
                  else ["optimizer=adam,sgd", "lr=0.001,0.002,0.003", "activation=relu,tanh"])
         with pgserver.server() as base, tempfile.TemporaryDirectory() as tmp:
-            out["study"] = [study_row(base, w, space, out["study_epochs"], Path(tmp)) for w in (1, 2)]
+            out["study"] = [study_row(base, w, space, out["study_epochs"], Path(tmp), a.threads) for w in (1, 2)]
     info["load_end"] = os.getloadavg()
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1))
