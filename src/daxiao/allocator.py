@@ -24,7 +24,6 @@ when DAXIAO_ALLOCATOR=system asks for glibc's defaults (the "before" of the benc
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -50,7 +49,7 @@ def reuse_memory() -> dict[str, object]:
     if skip:
         _state.update(applied=False, how=skip)
         return _state
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL("libc.so.6")  # glibc's soname; not find_library, which runs ldconfig and gcc (~1 s)
     ok = all(libc.mallopt(param, ctypes.c_int(value)) == 1
              for param, value in ((M_MMAP_THRESHOLD, THRESHOLD), (M_TRIM_THRESHOLD, NO_TRIM)))
     if ok:
