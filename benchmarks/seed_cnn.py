@@ -149,9 +149,9 @@ def fp32_test_acc(model: torch.nn.Module, bundle: DataBundle) -> float:
     model.eval()
     correct = 0
     with torch.no_grad():
-        for images, labels in make_loader(bundle.val, 1000, bundle.preprocess):
-            logits = model(images.contiguous(memory_format=torch.channels_last))
-            correct += (logits.argmax(1) == labels).sum().item()
+        for batch in make_loader(bundle.val, 1000, bundle.preprocess):
+            logits = model(batch.inputs.contiguous(memory_format=torch.channels_last))
+            correct += (logits.argmax(1) == batch.targets).sum().item()
     return correct / len(bundle.val)
 
 
