@@ -29,6 +29,7 @@ from daxiao.data.augment import build_augment
 from daxiao.training.loop import train_one_epoch
 from daxiao.training.losses import build_criterion
 from daxiao.training.optim import build_optimizer, build_scheduler
+from daxiao.training.session import Session
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "augment_overhead.json"
 
@@ -55,7 +56,8 @@ def main() -> None:
         for k, loader in loaders.items():
             loader.set_epoch(epoch)
             t0 = time.perf_counter()
-            train_one_epoch(model, loader, criterion, opt, sched, bf16)
+            train_one_epoch(Session(model, loader, None, criterion, opt, sched, bf16, torch.device("cpu"),
+                                    bundle.preprocess, bundle.classes))
             if epoch:
                 times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}

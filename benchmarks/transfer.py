@@ -52,7 +52,7 @@ from rich.table import Table
 
 from daxiao import create_model, fit
 from daxiao.config import DataConfig, RunConfig
-from daxiao.data import DataBundle, TensorSplit, load_data, make_loader
+from daxiao.data import DataBundle, FeatureSplit, TensorSplit, load_data, make_loader
 from daxiao.data.preprocess import Preprocess, channel_convert, resize_uint8
 from daxiao.training import features as tr
 from daxiao.training import transfer
@@ -90,7 +90,7 @@ def lite0(head: str, size: int) -> torch.nn.Module:
     return create_model("efficientnet-lite0", pretrained=True, num_classes=10, in_chans=3, input_size=size, head=head)
 
 
-def feature_acc(model: torch.nn.Module, test_feats: TensorSplit, pre: Preprocess) -> float:
+def feature_acc(model: torch.nn.Module, test_feats: FeatureSplit, pre: Preprocess) -> float:
     """Test accuracy of a frozen-base model from the test set's features (its base is the extractor's)."""
     return evaluate(model, make_loader(test_feats, 1024, pre))["acc"]
 
@@ -100,7 +100,7 @@ def image_acc(model: torch.nn.Module, test: TensorSplit, pre: Preprocess) -> flo
 
 
 # ---- part 1: the feature cache --------------------------------------------------------------------------
-def cache_speed(full: DataBundle, size: int, pre: Preprocess, test_feats: TensorSplit, epochs: int) -> dict:
+def cache_speed(full: DataBundle, size: int, pre: Preprocess, test_feats: FeatureSplit, epochs: int) -> dict:
     tr_idx, va_idx = per_class(full.train.labels, 1000, 1), per_class(full.val.labels, 100, 1)
     bundle = DataBundle(rgb(TensorSplit(full.train.images[tr_idx], full.train.labels[tr_idx]), size),
                         rgb(TensorSplit(full.val.images[va_idx], full.val.labels[va_idx]), size), None,
@@ -177,7 +177,7 @@ def main() -> None:
     test_rgb = rgb(full.test, a.size)
     t0 = time.perf_counter()
     extractor = lite0("article", a.size)
-    test_feats = TensorSplit(tr.extract_features(extractor, test_rgb, pre, desc="test features"), full.test.labels)
+    test_feats = FeatureSplit(tr.extract_features(extractor, test_rgb, pre, desc="test features"), full.test.labels)
     test_seconds = time.perf_counter() - t0
     console.print(f"test-set features: {len(test_rgb):,} images in {test_seconds:.1f} s")
 
