@@ -22,7 +22,7 @@ from daxiao.data import TensorSplit
 from daxiao.data.loaders import RankSampler, TensorLoader, shard_order
 from daxiao.data.preprocess import Preprocess
 from daxiao.errors import DaxiaoError
-from daxiao.models.saved import read_meta
+from daxiao.models.saved import read_description, read_meta
 from daxiao.training.precision import resolve_device
 
 COMMON = ["--model", "seed-tiny-cnn", "--precision", "fp32", "--schedule", "constant", "--seed", "3"]
@@ -131,7 +131,7 @@ def test_devices_are_checked():
 def test_fp16_trains_with_a_grad_scaler_whose_state_is_resumed(tmp_path):
     base = ["train", *COMMON, "--precision", "fp16", "--device", "cpu", "--project", str(tmp_path), "--name", "r"]
     assert main([*base, "--epochs", "2"]) == 0
-    meta = read_meta(tmp_path / "r" / "last.state.safetensors")
+    meta = read_description(tmp_path / "r" / "last.state.safetensors")  # the state, not a weights file
     assert meta["grad_scaler"]["scale"] > 0 and "_growth_tracker" in meta["grad_scaler"]
     assert float(rows(tmp_path / "r" / "metrics.csv")[-1]["val_acc"]) > 0.6
     assert main([*base, "--epochs", "3", "--resume"]) == 0

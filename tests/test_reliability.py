@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 import daxiao
@@ -132,7 +133,10 @@ def test_resume_with_an_empty_config_uses_the_state_not_the_defaults(tmp_path, c
 def test_resume_refuses_a_config_changed_under_it(tmp_path):
     daxiao.train(cfg_for(tmp_path, "r", epochs=1), verbose=False)
     path = tmp_path / "r" / "config.yaml"
-    path.write_text(path.read_text().replace("lr: null", "lr: 0.5"))
+    saved = yaml.safe_load(path.read_text())
+    assert saved["optim"]["lr"] != 0.5
+    saved["optim"]["lr"] = 0.5
+    path.write_text(yaml.safe_dump(saved))
     with pytest.raises(DaxiaoError, match=r"trained with other settings \(optim.lr"):
         daxiao.train(cfg_for(tmp_path, "r", epochs=2, resume=True), verbose=False)
 

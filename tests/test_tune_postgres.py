@@ -110,7 +110,7 @@ def test_a_killed_workers_trial_is_retried_by_the_other(db, tmp_path):
     while killed is None and time.time() < deadline:
         time.sleep(0.2)
         try:
-            running = [t for t in trials(db) if t.state == TrialState.RUNNING
+            running = [t for t in trials(db) if t.state == TrialState.RUNNING and t.params  # its grid point drawn
                        and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
         except KeyError:  # the study is not created yet
             continue

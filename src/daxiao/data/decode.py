@@ -79,7 +79,7 @@ def open_image(source: str | Path | bytes, max_pixels: int | None = None) -> Ima
         with opened as im:
             w, h = im.size
             if w * h > limit:  # from the header: nothing decoded yet
-                raise TooManyPixels(f"too large: too many pixels ({w}x{h}; the limit is {limit:,}, "
+                raise TooManyPixels(f"too large (too many pixels: {w}x{h}; the limit is {limit:,}, "
                                     "DAXIAO_MAX_IMAGE_PIXELS)")
             if w < 1 or h < 1:
                 raise BadImage(f"empty ({w}x{h} pixels)")
@@ -90,7 +90,7 @@ def open_image(source: str | Path | bytes, max_pixels: int | None = None) -> Ima
     except FileNotFoundError:
         raise BadImage("missing file (or a broken link)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise TooManyPixels(f"too large: too many pixels (a decompression bomb; the limit is {limit:,})") from None
+        raise TooManyPixels(f"too large (too many pixels: a decompression bomb; the limit is {limit:,})") from None
     except UnidentifiedImageError:
         raise BadImage("not an image (unreadable: UnidentifiedImageError)") from None
     except OSError as e:

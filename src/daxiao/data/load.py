@@ -14,6 +14,7 @@ from ..errors import DaxiaoError, did_you_mean
 from . import decoded as dc
 from .builtin import BUILTIN
 from .bundle import DataBundle, FileSplit, TensorSplit, channel_stats, stats_from_sums, stratified_split
+from .decode import check_file
 from .folder import FileList, read_csv_list, scan_folder
 from .layout import detect_layout
 from .preprocess import Preprocess, channel_convert, resize_uint8
@@ -69,15 +70,26 @@ def _load_builtin(cfg: DataConfig, seed: int, pre: Preprocess | None, known: lis
     return DataBundle(train, val, test, classes, pre, cfg.data)
 
 
-def _file_list(path: Path, known: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
-    """Files, labels and classes of a folder or CSV; with `known` (a model's classes) labels index those."""
+def _file_list(path: Path, known: list[str] | None,
+               skipped: list[tuple[Path, str]]) -> tuple[list[Path], list[int], list[str]]:
+    """Files, labels and classes of a folder or CSV; with `known` (a model's classes) labels index those.
+
+    A class the model does not know is an error, unless none of its files is readable (training left
+    such a class out): then its files are skipped, each with its own reason."""
     if path.is_file():
         paths, labels, found = read_csv_list(path)
     else:
         paths, labels, found = scan_folder(path)
-    _check_classes(found, known, str(path))
     if known is None:
+        _check_classes(found, known, str(path))
         return paths, labels, found
+    unknown = {i for i, c in enumerate(found) if c not in known}
+    problems = {p: check_file(p)[0] for p, lab in zip(paths, labels, strict=True) if lab in unknown}
+    if all(problems.values()):  # every file of every unknown class is unreadable
+        skipped += list(problems.items())
+        keep = [k for k, lab in enumerate(labels) if lab not in unknown]
+        paths, labels = [paths[k] for k in keep], [labels[k] for k in keep]
+    _check_classes([found[i] for i in sorted(set(labels))], known, str(path))
     return paths, [known.index(found[i]) for i in labels], known
 
 
@@ -92,13 +104,13 @@ def _load_files(cfg: DataConfig, path: Path, seed: int, pre: Preprocess | None, 
     The train source's files are stored in split order (train part, then the val part drawn from it), so
     both splits are views of one decoded tensor, and the training part's pixel sums give mean/std."""
     layout = detect_layout(path, cfg.val)
-    paths, labels, classes = _file_list(layout.train, known)
+    skipped: dict[str, list[tuple[Path, str]]] = {name: [] for name in ("train", "val", "test")}
+    paths, labels, classes = _file_list(layout.train, known, skipped["train"])
     sources = {"train": (paths, labels)}
     for name, src in (("val", layout.val), ("test", layout.test)):
         if src is not None:
-            sources[name] = _file_list(src, classes)[:2]
+            sources[name] = _file_list(src, classes, skipped[name])[:2]
     dc.note(layout.describe(cfg.val_split, evaluating=known is not None))  # once the folders made sense
-    skipped: dict[str, list[tuple[Path, str]]] = {name: [] for name in ("train", "val", "test")}
 
     fresh, grey, size, size_rule = pre is None, None, cfg.image_size, ""
     if fresh and (cfg.image_size is None or cfg.channels is None):  # the data chooses: read headers
@@ -159,11 +171,14 @@ def _drop_empty_classes(splits: dict, classes: list[str], where: str, skipped: d
     empty = [c for i, c in enumerate(classes) if i not in present]
     if not empty:
         return splits, classes
+    keep = [c for c in classes if c not in empty]
+    if len(keep) < 2:
+        raise DaxiaoError(f"{where}: only one class ({', '.join(keep)}) has readable images; a classifier needs "
+                          f"at least two (class folder(s) {', '.join(empty)} have none).")
     from ..console import console, escape
 
     console.print(f"[yellow]warning:[/] {escape(where)}: class folder(s) {escape(', '.join(empty))} have no "
                   "readable images; left out (add images to keep them).")
-    keep = [c for c in classes if c not in empty]
     remap = torch.tensor([keep.index(c) if c in keep else -1 for c in classes])
     out = {}
     for name, split in splits.items():

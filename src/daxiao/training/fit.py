@@ -85,7 +85,8 @@ def fit_session(s: Session, bundle: DataBundle, cfg: RunConfig, run_dir: str | P
     """The epochs of a prepared session, with daxiao's callbacks (history, progress, run folder, early
     stopping) before the caller's."""
     # One process per run folder: a second one gets one line instead of renaming its files over ours.
-    with FolderLock(run_dir, "Run folder") if run_dir else nullcontext() as lock:
+    # Under torchrun rank 0 holds it for the job (it alone writes); the other ranks only read the folder.
+    with FolderLock(run_dir, "Run folder") if run_dir and distributed.is_rank_zero() else nullcontext() as lock:
         if lock is not None and lock.took_over and verbose:
             console.print(f"[dim]took over the lock of {run_dir}, left by process {lock.took_over.get('pid')} "
                           "which is no longer running[/]")
