@@ -3,7 +3,8 @@
 Each allocator mode runs in a fresh process (glibc's settings are per process):
 
     system    glibc's defaults (DAXIAO_ALLOCATOR=system): the "before"
-    daxiao    what daxiao does by itself: mallopt through ctypes, in-process, at the start of the work
+    daxiao    what the CLI does by itself: mallopt through ctypes, in-process, before torch is imported
+    daxiao-late  the same call after `import torch` (a Python user's `fit`, `evaluate`, `extract_features`)
     env       the same thresholds given to glibc in the environment (MALLOC_MMAP_THRESHOLD_...) at exec
     jemalloc  LD_PRELOAD=libjemalloc.so.2 with decay off, when the library is installed (apt libjemalloc2)
 
@@ -50,11 +51,15 @@ def measure(work, images: int) -> dict:
 
 def child(mode: str, repeats: int) -> dict:
     """The cases, in this process, after setting the allocator up as `mode` says."""
-    import torch
-
     from daxiao.allocator import reuse_memory
 
+    # before torch is imported, as the CLI does it (cli.main calls it first); `daxiao-late` applies it after
+    # torch and its libraries have started up, as a Python user's `fit` does
     state = reuse_memory() if mode == "daxiao" else {"applied": mode != "system", "how": mode}
+    import torch
+
+    if mode == "daxiao-late":
+        state = reuse_memory()
     from daxiao.data import TensorSplit, make_loader
     from daxiao.data.preprocess import Preprocess
     from daxiao.inference.profile import time_forward
@@ -131,7 +136,7 @@ def run_mode(mode: str, repeats: int) -> dict | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--modes", nargs="+", default=["system", "daxiao", "env", "jemalloc"])
+    ap.add_argument("--modes", nargs="+", default=["system", "daxiao", "daxiao-late", "env", "jemalloc"])
     ap.add_argument("--repeats", type=int, default=6, help="batches per timed case")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()

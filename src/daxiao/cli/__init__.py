@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from ..allocator import reuse_memory
 
-    reuse_memory()  # large batches 2.5x faster on glibc; before any tensor exists (benchmarks/allocator.py)
+    reuse_memory()  # batch-64 inference about 2x faster on glibc; before torch is imported (benchmarks/allocator.py)
 
     from .. import interrupt
 
