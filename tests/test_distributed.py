@@ -66,6 +66,16 @@ def test_two_processes_train_like_one_with_the_same_global_batch_and_write_once(
     assert read_meta(tmp_path / "two" / "run" / "last.safetensors")["epoch"] == 3
 
 
+def test_a_run_folder_in_use_stops_every_rank_with_one_line(tmp_path):
+    from daxiao.files import FolderLock
+
+    with FolderLock(tmp_path / "run", "Run folder"):  # this test process is "the other job"
+        r = daxiao_cli("train", *COMMON, "--epochs", "1", "--nproc", "2", "--project", str(tmp_path), "--name", "run",
+                       "--exist-ok", timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]  # refused by the launcher, before torchrun starts any rank
+    assert f"is in use by process {os.getpid()}" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_nproc_is_checked_before_torchrun_starts(tmp_path, capsys):
     assert main(["train", "--model", "seed-tiny-cnn", "--nproc", "999", "--project", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -16,6 +16,7 @@ import sys
 
 from ..config import RunConfig
 from ..errors import DaxiaoError
+from ..files import LOCK_NAME, FolderLock
 
 
 def forwarded(argv: list[str]) -> list[str]:
@@ -67,7 +68,9 @@ def launch(argv: list[str], cfg: RunConfig, nproc: int) -> int:
 
     cfg.validate()
     threads = check_nproc(cfg, nproc)
-    run_folder(cfg)  # an existing --name (or nothing to --resume) is refused here, in one line
+    run = run_folder(cfg)  # an existing --name (or nothing to --resume) is refused here, in one line
+    if (run / LOCK_NAME).exists():  # a folder another process writes: one line here, not a failure per rank
+        FolderLock(run, "Run folder").acquire().release()
     env = dict(os.environ)
     # torchrun would set OMP_NUM_THREADS=1 (one core per process); each process takes its share instead
     env.setdefault("OMP_NUM_THREADS", str(cfg.train.threads or threads))

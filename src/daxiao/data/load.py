@@ -83,11 +83,18 @@ def _file_list(path: Path, known: list[str] | None,
     if known is None:
         _check_classes(found, known, str(path))
         return paths, labels, found
-    unknown = {i for i, c in enumerate(found) if c not in known}
-    problems = {p: check_file(p)[0] for p, lab in zip(paths, labels, strict=True) if lab in unknown}
-    if all(problems.values()):  # every file of every unknown class is unreadable
-        skipped += list(problems.items())
-        keep = [k for k, lab in enumerate(labels) if lab not in unknown]
+    dead = set()
+    for i in sorted({lab for lab in labels if found[lab] not in known}):
+        problems = []
+        for p in (p for p, lab in zip(paths, labels, strict=True) if lab == i):
+            if (why := check_file(p)[0]) is None:
+                break  # a readable image of a class the model does not know: refused below
+            problems.append((p, why))
+        else:  # every file of this class is unreadable: skipped, each with its own reason
+            dead.add(i)
+            skipped += problems
+    if dead:
+        keep = [k for k, lab in enumerate(labels) if lab not in dead]
         paths, labels = [paths[k] for k in keep], [labels[k] for k in keep]
     _check_classes([found[i] for i in sorted(set(labels))], known, str(path))
     return paths, [known.index(found[i]) for i in labels], known
@@ -143,6 +150,9 @@ def _load_files(cfg: DataConfig, path: Path, seed: int, pre: Preprocess | None, 
         raise DaxiaoError(f"{layout.train}: none of its images could be read (all corrupt or empty).")
     if known is None:
         splits, classes = _drop_empty_classes(splits, classes, str(layout.train), skipped)
+        if "val" in splits and not len(splits["val"]):
+            raise DaxiaoError(f"{layout.val or layout.train}: no readable validation images are left; add images, "
+                              "or pass --val with a folder of them.")
     if fresh:  # the training part's exact pixel sums: the same mean/std whether decoded to memory, disk or not
         mean, std = stats_from_sums(decoded["train"].sums)
         if dec.channels != pre.channels:
@@ -174,7 +184,7 @@ def _drop_empty_classes(splits: dict, classes: list[str], where: str, skipped: d
     keep = [c for c in classes if c not in empty]
     if len(keep) < 2:
         raise DaxiaoError(f"{where}: only one class ({', '.join(keep)}) has readable images; a classifier needs "
-                          f"at least two (class folder(s) {', '.join(empty)} have none).")
+                          f"at least two (class(es) {', '.join(empty)} have none).")
     from ..console import console, escape
 
     console.print(f"[yellow]warning:[/] {escape(where)}: class folder(s) {escape(', '.join(empty))} have no "

@@ -31,6 +31,7 @@ from ..files import atomic_write
 from ..interrupt import note_saved
 from ..models.saved import read_description, save_tensors, save_weights
 from ..plots import save_confusion_matrix
+from . import distributed
 from .callbacks import Callback
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "images_per_s",
@@ -186,12 +187,15 @@ class RunWriter(Callback):
             raise DaxiaoError(f"Cannot resume {self.run}: best.safetensors is from epoch {_epoch_of(best)} but the "
                               f"saved state's best is epoch {best_epoch}; the folder was changed by hand. Start again "
                               "with --exist-ok.")
+        distributed.broadcast(None)  # a barrier: every rank reads best only after rank 0's repair
         keep = ("epoch", "history", "best_val_acc", "best_epoch")
         return {**{k: loop[k] for k in keep}, "best_state": load_file(str(best))}
 
     def _repair(self, name: str, want: int, epoch: int, model: nn.Module, loop: dict) -> None:
         path = self.run / name
         if path.is_file() and _epoch_of(path) == want:
+            return
+        if not distributed.is_rank_zero():  # rank 0 rewrites it; the others hold the same weights already
             return
         console.print(f"[yellow]note:[/] {path} was not from epoch {want} (the run was killed while saving); "
                       "rewritten from the saved state.")

@@ -11,7 +11,6 @@ loss module, used as given.
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -85,12 +84,18 @@ def fit_session(s: Session, bundle: DataBundle, cfg: RunConfig, run_dir: str | P
     """The epochs of a prepared session, with daxiao's callbacks (history, progress, run folder, early
     stopping) before the caller's."""
     # One process per run folder: a second one gets one line instead of renaming its files over ours.
-    # Under torchrun rank 0 holds it for the job (it alone writes); the other ranks only read the folder.
-    with FolderLock(run_dir, "Run folder") if run_dir and distributed.is_rank_zero() else nullcontext() as lock:
-        if lock is not None and lock.took_over and verbose:
+    # Under torchrun rank 0 holds it for the job (it alone writes), and a folder in use stops every rank.
+    if not run_dir:
+        return _fit_locked(s, bundle, cfg, run_dir, verbose, callbacks)
+    lock = FolderLock(run_dir, "Run folder")
+    distributed.on_rank_zero(lambda: lock.acquire() and None)
+    try:
+        if lock.took_over and verbose:
             console.print(f"[dim]took over the lock of {run_dir}, left by process {lock.took_over.get('pid')} "
                           "which is no longer running[/]")
         return _fit_locked(s, bundle, cfg, run_dir, verbose, callbacks)
+    finally:
+        lock.release()  # a no-op on the ranks that never held it
 
 
 def _fit_locked(s: Session, bundle: DataBundle, cfg: RunConfig, run_dir: str | Path | None, verbose: bool | int,
