@@ -46,7 +46,7 @@ def progress_bar(info: bool = False) -> Progress:
 
 def _interval() -> float:
     try:
-        return max(0.01, float(os.environ.get("DAXIAO_PROGRESS_INTERVAL", PLAIN_INTERVAL)))
+        return max(0.0, float(os.environ.get("DAXIAO_PROGRESS_INTERVAL", PLAIN_INTERVAL)))  # 0: every update
     except ValueError:
         return PLAIN_INTERVAL
 

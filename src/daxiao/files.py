@@ -83,6 +83,20 @@ def check_new_folder(path: Path, exist_ok: bool, what: str = "Run folder", fix: 
     return path
 
 
+def writable_dir(folder: Path, what: str, otherwise: str) -> Path:
+    """`folder`, created if needed; one line naming it and the way out when it cannot be written.
+    `what` names the folder ("feature cache"), `otherwise` the flag that avoids it ("--feature-cache memory")."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DaxiaoError(f"Cannot create the {what} directory {folder} ({e.strerror}); pass --cache-dir DIR "
+                          f"somewhere writable, or {otherwise}.") from None
+    if not os.access(folder, os.W_OK):
+        raise DaxiaoError(f"The {what} directory {folder} is read-only; pass --cache-dir DIR somewhere writable, "
+                          f"or {otherwise}.")
+    return folder
+
+
 def csv_safe(text: str) -> str:
     """A cell a spreadsheet shows as text: a leading = + - @ (a formula) gets a quote mark in front."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -7,7 +7,7 @@ import argparse
 import json
 
 from ..console import console as err
-from ..console import out
+from ..console import escape, out
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -41,15 +41,21 @@ def predict_bundle(args: argparse.Namespace) -> int:
     from ..deploy.runtime import open_for_cli, predict_files
 
     engine = open_for_cli(args.weights, args)
-    results = predict_files(engine, args.images, k=args.top_k)
-    if args.json:
+    return print_predictions(predict_files(engine, args.images, k=args.top_k), args.json)
+
+
+def print_predictions(results: list[dict], as_json: bool) -> int:
+    """predict's output, for a run or a bundle: JSON, or a line per file with names printed literally;
+    exit status 1 when no file could be predicted."""
+    if as_json:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
             if "error" in r:
-                out.print(f"{r['file']}: [red]{r['error']}[/]")
+                out.print(f"{escape(r['file'])}: [red]{escape(r['error'])}[/]")
             else:
-                out.print(f"{r['file']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]))
+                out.print(f"{r['file']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]),
+                          markup=False, highlight=False)
     return 1 if all("error" in r for r in results) else 0
 
 

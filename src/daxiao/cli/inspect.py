@@ -8,7 +8,7 @@ import json
 from rich.table import Table
 
 from ..console import escape, out
-from .deploy import add_runtime_flags
+from .deploy import add_runtime_flags, print_predictions
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -54,16 +54,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     results = predict(args.weights, args.images, top_k=args.top_k)
     _report_skipped([(r["file"], r["error"].removeprefix("bad image: ")) for r in results if "error" in r])
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            if "error" in r:
-                out.print(f"{escape(r['file'])}: [red]{escape(r['error'])}[/]")
-            else:
-                out.print(f"{r['file']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]),
-                          markup=False, highlight=False)
-    return 1 if all("error" in r for r in results) else 0
+    return print_predictions(results, args.json)
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from ..inference.embed import embed

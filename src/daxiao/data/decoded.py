@@ -31,7 +31,7 @@ import torch
 
 from ..console import console, progress
 from ..errors import DaxiaoError, check_choice
-from ..files import atomic_write_json
+from ..files import atomic_write_json, writable_dir
 from .bundle import channel_sums
 from .decode import BadImage, decode_file
 from .preprocess import Preprocess
@@ -176,7 +176,7 @@ def decode_disk(paths: list[Path], pre: Preprocess, stats_rows: int, phase: str,
     found = find_cached(folder, key, pre)
     if found is not None:
         return found
-    writable_dir(folder)
+    writable_dir(folder, "decoded-image cache", "--data-cache memory|off")
     need = len(paths) * _row_bytes(pre)
     free = shutil.disk_usage(folder).free
     if need > free:
@@ -205,18 +205,6 @@ def decode_disk(paths: list[Path], pre: Preprocess, stats_rows: int, phase: str,
     assert found is not None, "a cache just written must read back"
     found.reused = False
     return found
-
-
-def writable_dir(folder: Path) -> Path:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DaxiaoError(f"Cannot create the decoded-image cache directory {folder} ({e.strerror}); pass "
-                          "--cache-dir DIR somewhere writable, or --data-cache memory|off.") from None
-    if not os.access(folder, os.W_OK):
-        raise DaxiaoError(f"The decoded-image cache directory {folder} is read-only; pass --cache-dir DIR "
-                          "somewhere writable, or --data-cache memory|off.")
-    return folder
 
 
 def choose_mode(mode: str, need: int, budget_fraction: float, folder: Path, cached: bool) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from ..console import console, progress
 from ..data import DataBundle, FeatureSplit, Split, TensorSplit, make_loader
 from ..data.preprocess import Preprocess
 from ..errors import DaxiaoError
-from ..files import atomic_write
+from ..files import atomic_write, writable_dir
 from ..models.head import HEAD_ARGS, TransferModel
 from .distributed import device_for_rank
 from .precision import autocast, choose_bf16
@@ -119,15 +119,7 @@ def read_cached(path: Path, n: int, width: int) -> torch.Tensor | None:
 
 def writable_cache_dir(cache_dir: str | Path | None) -> Path:
     folder = Path(cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "daxiao" / "features")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DaxiaoError(f"Cannot create the feature cache directory {folder} ({e.strerror}); pass --cache-dir DIR "
-                          "somewhere writable, or --feature-cache memory.") from None
-    if not os.access(folder, os.W_OK):
-        raise DaxiaoError(f"The feature cache directory {folder} is read-only; pass --cache-dir DIR somewhere "
-                          "writable, or --feature-cache memory.")
-    return folder
+    return writable_dir(folder, "feature cache", "--feature-cache memory")
 
 
 def clear_memory_cache() -> None:
