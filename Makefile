@@ -1,5 +1,5 @@
 # make demo  - set up .venv and compare a small and a big model on the embedded digits set
-# make test  - set up .venv and run the test suite
+# make test  - set up .venv (and, as root, the Debian packages of the optional tests) and run the test suite
 # make test-fast - the same, without the tests marked slow
 # make deploy-check - a bundle predicted, evaluated and served from a fresh venv without torch (needs PyPI)
 # Works offline: torch/torchvision come from the local wheel cache where this machine has one.
@@ -23,6 +23,7 @@ demo: setup
 	$(BIN)/daxiao demo
 
 test: setup
+	.ci/system-packages
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest -q
 

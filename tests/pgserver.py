@@ -27,7 +27,7 @@ def find_bin(name: str) -> str | None:
 def why_not() -> str | None:
     """None when a server can be started here, else the reason (for pytest.skip)."""
     if find_bin("initdb") is None or find_bin("pg_ctl") is None:
-        return "PostgreSQL server binaries not found (apt-get install postgresql; .ci/run does so as root)"
+        return "PostgreSQL server binaries not found (apt-get install postgresql; `make test` does so as root)"
     try:
         import psycopg  # noqa: F401
     except ImportError:
