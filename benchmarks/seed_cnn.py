@@ -7,7 +7,7 @@ Rows (each trains on all 60,000 training images and reports accuracy on the 10,0
     (a) same    daxiao's fit on the same seed-cnn with the article's settings: adam, lr 1e-3, constant
                 schedule, batch 32, 5 epochs, fp32.
     (b) fast    daxiao's fastest recipe found that reaches Keras' test accuracy (FAST below: adam one-cycle
-                to 8e-3, label smoothing 0.1, batch 128, 2 epochs, bf16 autocast), run on several seeds;
+                to 8e-3, label smoothing 0.1, batch 128, 2 epochs, --precision auto), run on several seeds;
                 the row holds the medians, the JSON every seed.
 
 Measured per row: data loading seconds (idx files -> tensors, outside the fit), fit wall seconds

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from conftest import make_folder
 from safetensors.torch import load_file
 
@@ -90,6 +91,11 @@ def test_teacher_of_another_size_and_augmentation_train(teacher, runs):
     aug = distill(student_cfg(runs, "kd-aug", augment="light,mixup=0.2", epochs=1), teacher, verbose=False)
     assert aug["distill"]["teacher_logits"] == "on the fly"
     assert torch.isfinite(torch.tensor(aug["history"][-1]["train_loss"]))
+    # a student whose own defaults augment (mobilenet-v1 from scratch): the teacher follows its pixels
+    own = distill(student_cfg(runs, "kd-own", model="mobilenet-v1", epochs=1, alpha=0.25), teacher, verbose=False,
+                  limits=(120, 60, None))
+    assert own["distill"]["teacher_logits"] == "on the fly"
+    assert yaml.safe_load((runs / "kd-own" / "config.yaml").read_text())["data"]["augment"] == "light"
 
 
 def test_cli_distill_and_bad_input(teacher, runs, tmp_path, capsys):

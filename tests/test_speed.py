@@ -135,6 +135,19 @@ def test_model_defaults_fill_only_what_nobody_chose(monkeypatch):
     assert cfg.train.batch_size == RECIPES["speedrun"]["batch_size"]
 
 
+def test_scratch_defaults_only_when_training_from_random_weights():
+    from daxiao.training.runs import apply_model_defaults
+
+    cfg = parse("--model", "mobilenet-v1")
+    assert apply_model_defaults(cfg) == {"augment": "light", "epochs": 20}
+    assert (cfg.data.augment, cfg.train.epochs) == ("light", 20)
+    cfg = parse("--model", "mobilenet-v1", "--epochs", "3")
+    assert apply_model_defaults(cfg) == {"augment": "light"} and cfg.train.epochs == 3
+    for transfer in (["--pretrained"], ["--weights", "w.safetensors"]):  # transfer keeps the plain defaults
+        cfg = parse("--model", "efficientnet-lite0", *transfer)
+        assert apply_model_defaults(cfg) == {} and cfg.data.augment == "none"
+
+
 def _section(key: str) -> str:
     return next(s for s, d in RunConfig().to_dict().items() if isinstance(d, dict) and key in d)
 

@@ -9,13 +9,15 @@ squeeze-excitation layer instead, which is a different idea (channel attention, 
 from __future__ import annotations
 
 import torch
-import torchvision
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import adapt_input_conv
 from torch import nn
 
 from .layers import hub_download, is_small, scratch_cfg
 from .registry import SCRATCH, register_model
+
+# torchvision and timm are imported where a SqueezeNet is built: importing either costs seconds of
+# start-up (torchvision's ops pull in torch._dynamo), which every `daxiao` command would otherwise pay.
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)  # timm.data's constants, the weights' normalization
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 
 class SqueezeNet(nn.Module):
@@ -24,6 +26,9 @@ class SqueezeNet(nn.Module):
     def __init__(self, version: str = "1_1", num_classes: int = 1000, in_chans: int = 3, input_size: int = 224,
                  drop_rate: float = 0.5, pretrained: bool = False):
         super().__init__()
+        import torchvision
+        from timm.models import adapt_input_conv
+
         builder = getattr(torchvision.models, f"squeezenet{version}")
         if pretrained:
             with hub_download(f"squeezenet{version}"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-import timm
 from torch import nn
 
 from ..errors import DaxiaoError, did_you_mean
@@ -36,6 +35,8 @@ TIMM_ARGS = {"num_classes": int, "in_chans": int, "input_size": int, "activation
 def create_timm(timm_name: str, pretrained: bool = False, num_classes: int = 1000, in_chans: int = 3,
                 input_size: int = 224, activation: str | None = None, drop_rate: float | None = None) -> nn.Module:
     """Build ``timm_name`` with the zoo's conventions (small-input stem, activation by name, clear errors)."""
+    import timm  # here, not at the top: importing timm (and the torchvision it imports) costs seconds of start-up
+
     kwargs: dict = {} if drop_rate is None else {"drop_rate": drop_rate}
     if not timm.is_model(timm_name):
         raise DaxiaoError(f"timm has no model {timm_name!r}.{did_you_mean(timm_name, timm.list_models())}")

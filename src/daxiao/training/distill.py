@@ -44,7 +44,7 @@ from .callbacks import Callback
 from .distributed import device_for_rank
 from .loop import evaluate
 from .precision import resolve_device
-from .runs import data_config, default_name, train
+from .runs import apply_model_defaults, data_config, default_name, train
 
 
 class Distillation(Callback):
@@ -200,7 +200,10 @@ def distill(cfg: RunConfig, teacher: str | Path, alpha: float = 0.5, temperature
         raise DaxiaoError(f"alpha must be in [0, 1] (received {alpha}).")
     if temperature <= 0:
         raise DaxiaoError(f"temperature must be > 0 (received {temperature}).")
-    cfg = copy.deepcopy(cfg).validate()
+    cfg = copy.deepcopy(cfg)
+    if not cfg.resume:  # the student's own defaults now, so the teacher cache sees its augmentation
+        apply_model_defaults(cfg, announce=verbose)
+    cfg.validate()
     if not cfg.name and not cfg.resume:
         cfg.name = next_free(Path(cfg.project), f"{default_name(cfg)}-kd").name
     bundle = subset(load_data(data_config(cfg, cfg.model.name), cfg.train.seed, cache_dir=cfg.train.cache_dir),
@@ -218,6 +221,6 @@ def distill(cfg: RunConfig, teacher: str | Path, alpha: float = 0.5, temperature
                       f"{escape(cfg.model.name)}: alpha {alpha}, T {temperature}, "
                       f"teacher logits {settings['teacher_logits']}")
     callback = distillation(model, bundle, t_bundle, order, alpha, temperature, cached, device)
-    result = train(cfg, verbose=verbose, bundle=bundle, callbacks=[callback])
+    result = train(cfg, verbose=verbose, bundle=bundle, callbacks=[callback], model_defaults=False)
     atomic_write_json(Path(result["run_dir"], "distill.json"), settings)
     return {**result, "distill": settings}

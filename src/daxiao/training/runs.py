@@ -111,10 +111,23 @@ def build(cfg: RunConfig) -> tuple[torch.nn.Module, DataBundle]:
 def with_model_defaults(cfg: RunConfig) -> RunConfig:
     """`cfg` with the model's own defaults (its registry entry) in every setting nobody chose; `compare`
     does not call this, as it trains every model under one recipe."""
-    info = model_info(cfg.model.name)
-    if info.defaults:
-        apply_defaults(cfg, info.defaults)
+    apply_model_defaults(cfg)
     return cfg
+
+
+def apply_model_defaults(cfg: RunConfig, announce: bool = False) -> dict:
+    """Fill, in place, the settings nobody chose with the model's own defaults (`scratch_defaults` too when
+    it starts from random weights); returns {setting: value} of those set, and says so in one line when
+    `announce`."""
+    info = model_info(cfg.model.name)
+    todo = dict(info.defaults)
+    if not (cfg.model.pretrained or cfg.model.weights):
+        todo.update(info.scratch_defaults)
+    applied = {k: todo[k] for k in apply_defaults(cfg, todo)} if todo else {}
+    if applied and announce and distributed.env_int("RANK", 0) == 0:  # before setup(): one line per job
+        console.print(f"{cfg.model.name}'s own defaults: " + ", ".join(f"{k} {v}" for k, v in applied.items())
+                      + " (README's models table; a flag overrides any)", markup=False)
+    return applied
 
 
 def data_config(cfg: RunConfig, name: str) -> DataConfig:
@@ -154,7 +167,8 @@ def train(cfg: RunConfig, verbose: bool = True, bundle: DataBundle | None = None
     every model); `callbacks` join the loop (distillation's teacher). `model_defaults`: fill the settings
     nobody chose with the model's own (`with_model_defaults`)."""
     if model_defaults and not cfg.resume:
-        cfg = with_model_defaults(copy.deepcopy(cfg))
+        cfg = copy.deepcopy(cfg)
+        apply_model_defaults(cfg, announce=verbose)
     cfg.validate()
     distributed.setup(cfg.train.device, cfg.train.threads)  # in a torchrun job: join it before choosing the folder
     run = distributed.on_rank_zero(lambda: run_folder(cfg))  # one folder, chosen once, for every rank
