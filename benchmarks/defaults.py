@@ -6,8 +6,10 @@ Each model trains in a fresh process that does exactly what these two commands d
     daxiao evaluate runs/bench-defaults/NAME-sS        # digits' fixed 20 % test split (360 images)
 
 Printed per model: its own defaults (the registry's, as the run applied them), epochs, wall seconds (from
-the child's first daxiao import to its test accuracy: loading, training, testing), best val accuracy, test accuracy, the bar of the README's models table and whether it is
-met; with the CPU's model and flags and the load average. JSON in benchmarks/results/defaults.json.
+the child's first daxiao import to its test accuracy: loading, training, testing), best val accuracy, test
+accuracy, the bar of the README's models table and whether it is met; with the CPU's model and flags and
+the load average. JSON in benchmarks/results/defaults.json. A run of some models (--models) on the same
+machine replaces their rows and keeps the others.
 
 The bars are set before measuring, one per model: 0.97 for the models made for small images (seed-cnn,
 seed-tiny-cnn, airnet) and 0.95 for the ImageNet-style ones trained from scratch (the issue's bar for

@@ -124,8 +124,9 @@ def test_cli_demo_and_compare_end_to_end(tmp_path, capsys):
 
 
 def test_the_readme_demo_command_with_its_default_models(tmp_path):
-    """`daxiao demo` (what `make demo` runs) with its default models; one epoch at 16 px instead of ten at 32,
-    which take about 4 minutes on 2 cores: the same code path, a fraction of the suite's time."""
+    """`daxiao demo` (what `make demo` runs) with its default models and augmentation; one epoch at 16 px
+    instead of twenty at 32, which take about 8 minutes on 2 cores: the same code path, a fraction of the time."""
     assert main(["demo", "--epochs", "1", "--image-size", "16", "--project", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "compare-digits" / "compare.json").read_text())["rows"]
-    assert len(rows) == 2 and (tmp_path / "compare-digits" / "report.html").is_file()
+    result = json.loads((tmp_path / "compare-digits" / "compare.json").read_text())
+    assert len(result["rows"]) == 2 and (tmp_path / "compare-digits" / "report.html").is_file()
+    assert result["recipe"]["augment"] == "light"  # the ImageNet-style models' own from-scratch setting

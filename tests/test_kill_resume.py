@@ -78,7 +78,9 @@ def test_sigkill_then_resume_is_bit_identical(reference, point):
     if point == "mid-epoch":  # a random moment after the first epoch was saved
         proc = start(args(project, name))
         wait_for(lambda: saved_epoch(run) >= 1, proc)
-        time.sleep(random.Random(os.getpid()).uniform(0.0, 0.4))
+        # at most a fraction of the 4 epochs still to run (~0.1 s each here): a longer sleep could let the
+        # run finish first, and the test would then fail for want of anything to kill
+        time.sleep(random.Random(os.getpid()).uniform(0.0, 0.15))
     else:
         flag = project / f"{name}.paused"
         where = "state" if "weights" in point else "best"

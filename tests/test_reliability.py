@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
 import daxiao
 import daxiao.models.factory as factory
-import daxiao.models.timm_zoo as timm_zoo
 from daxiao.cli import main
 from daxiao.config import RunConfig, load_yaml
 from daxiao.errors import DaxiaoError
@@ -81,7 +81,7 @@ def test_crafted_metadata_is_refused_with_nothing_built_or_fetched(tmp_path, tra
         built.append(torch.empty(0).device.type)
         return real(*a, **k)
 
-    monkeypatch.setattr(timm_zoo.timm, "create_model", lambda *a, **k: fetched.append((a, k)))
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: fetched.append((a, k)))  # timm_zoo imports it late
     monkeypatch.setattr("daxiao.models.saved.create_model", recording)
     path = craft(tmp_path, trained, change)
     with pytest.raises(DaxiaoError) as e:

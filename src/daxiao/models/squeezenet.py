@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .layers import hub_download, is_small, scratch_cfg
-from .registry import SCRATCH, register_model
+from .registry import SQUEEZE_1_0_SCRATCH, SQUEEZE_SCRATCH, register_model
 
 # torchvision and timm are imported where a SqueezeNet is built: importing either costs seconds of
 # start-up (torchvision's ops pull in torch._dynamo), which every `daxiao` command would otherwise pay.
@@ -83,13 +83,13 @@ class SqueezeNet(nn.Module):
             nn.init.zeros_(self.final_conv.bias)
 
 
-@register_model("squeezenet", "small", name="squeezenet1_0", args=SqueezeNet, **SCRATCH)
+@register_model("squeezenet", "small", name="squeezenet1_0", args=SqueezeNet, **SQUEEZE_1_0_SCRATCH)
 def squeezenet1_0(pretrained: bool = False, **kwargs) -> SqueezeNet:
     """Fire modules, 7x7 stem (torchvision)."""
     return SqueezeNet("1_0", pretrained=pretrained, **kwargs)
 
 
-@register_model("squeezenet", "small", name="squeezenet1_1", args=SqueezeNet, **SCRATCH)
+@register_model("squeezenet", "small", name="squeezenet1_1", args=SqueezeNet, **SQUEEZE_SCRATCH)
 def squeezenet1_1(pretrained: bool = False, **kwargs) -> SqueezeNet:
     """Fire modules, 3x3 stem, 2.4x fewer MACs than 1.0."""
     return SqueezeNet("1_1", pretrained=pretrained, **kwargs)

@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import DaxiaoError, did_you_mean
 from .layers import hub_download, is_small, scratch_cfg
 from .pretrained import OFFLINE, load_offline
-from .registry import SCRATCH, register_model
+from .registry import MOBILE_SCRATCH, SCRATCH, register_model
 
 
 def small_stem(model: nn.Module) -> None:
@@ -57,19 +57,19 @@ def create_timm(timm_name: str, pretrained: bool = False, num_classes: int = 100
     return model
 
 
-@register_model("mobilenet", "small", args=TIMM_ARGS, **SCRATCH)
+@register_model("mobilenet", "small", args=TIMM_ARGS, **MOBILE_SCRATCH)
 def mobilenetv2(pretrained: bool = False, **kwargs) -> nn.Module:
     """Inverted residuals (timm mobilenetv2_100)."""
     return create_timm("mobilenetv2_100", pretrained, **kwargs)
 
 
-@register_model("mobilenet", "small", args=TIMM_ARGS, **SCRATCH)
+@register_model("mobilenet", "small", args=TIMM_ARGS, **MOBILE_SCRATCH)
 def mobilenetv3_small(pretrained: bool = False, **kwargs) -> nn.Module:
     """NAS blocks, SE, hard-swish (timm)."""
     return create_timm("mobilenetv3_small_100", pretrained, **kwargs)
 
 
-@register_model("mobilenet", "small", args=TIMM_ARGS, **SCRATCH)
+@register_model("mobilenet", "small", args=TIMM_ARGS, **MOBILE_SCRATCH)
 def mobilenetv3_large(pretrained: bool = False, **kwargs) -> nn.Module:
     """NAS blocks, SE, hard-swish (timm)."""
     return create_timm("mobilenetv3_large_100", pretrained, **kwargs)
@@ -87,19 +87,19 @@ def resnet50(pretrained: bool = False, **kwargs) -> nn.Module:
     return create_timm("resnet50", pretrained, **kwargs)
 
 
-@register_model("efficientnet", "big", args=TIMM_ARGS, **SCRATCH)
+@register_model("efficientnet", "big", args=TIMM_ARGS, **MOBILE_SCRATCH)
 def efficientnet_lite0(pretrained: bool = False, **kwargs) -> nn.Module:
     """On-device EfficientNet (timm tf_..._lite0); ImageNet weights offline."""
     return create_timm("tf_efficientnet_lite0", pretrained, **kwargs)
 
 
-@register_model("efficientnet", "big", args=TIMM_ARGS, **SCRATCH)
+@register_model("efficientnet", "big", args=TIMM_ARGS, **MOBILE_SCRATCH)
 def efficientnet_lite1(pretrained: bool = False, **kwargs) -> nn.Module:
     """EfficientNet-Lite1, 240 px; offline weights with daxiao[lite]."""
     return create_timm("tf_efficientnet_lite1", pretrained, **kwargs)
 
 
-@register_model("efficientnet", "big", args=TIMM_ARGS, **SCRATCH)
+@register_model("efficientnet", "big", args=TIMM_ARGS, **MOBILE_SCRATCH)
 def efficientnet_lite2(pretrained: bool = False, **kwargs) -> nn.Module:
     """EfficientNet-Lite2, 260 px; offline weights with daxiao[lite]."""
     return create_timm("tf_efficientnet_lite2", pretrained, **kwargs)

@@ -202,7 +202,7 @@ def distill(cfg: RunConfig, teacher: str | Path, alpha: float = 0.5, temperature
         raise DaxiaoError(f"temperature must be > 0 (received {temperature}).")
     cfg = copy.deepcopy(cfg)
     if not cfg.resume:  # the student's own defaults now, so the teacher cache sees its augmentation
-        apply_model_defaults(cfg, announce=verbose)
+        apply_model_defaults(cfg)  # announced by train, once the student is built
     cfg.validate()
     if not cfg.name and not cfg.resume:
         cfg.name = next_free(Path(cfg.project), f"{default_name(cfg)}-kd").name

@@ -116,6 +116,7 @@ def _fit_locked(s: Session, bundle: DataBundle, cfg: RunConfig, run_dir: str | P
         raise DaxiaoError(f"{run_dir} already finished {s.state.epoch} of {t.epochs} epochs; pass a larger --epochs.")
     if verbose:
         describe(model, bundle, s)
+        own_defaults(cfg)
     history = History()
     own: list[Callback] = [history]
     if verbose:
@@ -169,6 +170,15 @@ def load_for_model(model: nn.Module, data: str, cfg: RunConfig) -> DataBundle:
     c, s, _ = mcfg.get("input_size", (cfg.data.channels, cfg.data.image_size, None))
     return load_data(DataConfig(**{**vars(cfg.data), "data": data, "image_size": s, "channels": c}), cfg.train.seed,
                      cache_dir=cfg.train.cache_dir)
+
+
+def own_defaults(cfg: RunConfig) -> None:
+    """One line naming the model's own defaults this run took (`runs.apply_model_defaults`), after the
+    header: by then the run folder is locked and the data read, so bad input still ends in one error line."""
+    applied = vars(cfg).get("_model_defaults")
+    if applied:
+        console.print(f"{cfg.model.name}'s own defaults: " + ", ".join(f"{k} {v}" for k, v in applied.items())
+                      + " (README's models table; a flag overrides any)", markup=False)
 
 
 def describe(model: nn.Module, bundle: DataBundle, s: Session) -> None:

@@ -115,18 +115,16 @@ def with_model_defaults(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def apply_model_defaults(cfg: RunConfig, announce: bool = False) -> dict:
+def apply_model_defaults(cfg: RunConfig) -> dict:
     """Fill, in place, the settings nobody chose with the model's own defaults (`scratch_defaults` too when
-    it starts from random weights); returns {setting: value} of those set, and says so in one line when
-    `announce`."""
+    it starts from random weights); returns {setting: value} of those set, also kept beside the fields (as
+    `explicit` is) for fit's header to name."""
     info = model_info(cfg.model.name)
     todo = dict(info.defaults)
     if not (cfg.model.pretrained or cfg.model.weights):
         todo.update(info.scratch_defaults)
     applied = {k: todo[k] for k in apply_defaults(cfg, todo)} if todo else {}
-    if applied and announce and distributed.env_int("RANK", 0) == 0:  # before setup(): one line per job
-        console.print(f"{cfg.model.name}'s own defaults: " + ", ".join(f"{k} {v}" for k, v in applied.items())
-                      + " (README's models table; a flag overrides any)", markup=False)
+    cfg._model_defaults = applied  # type: ignore[attr-defined]
     return applied
 
 
@@ -168,7 +166,7 @@ def train(cfg: RunConfig, verbose: bool = True, bundle: DataBundle | None = None
     nobody chose with the model's own (`with_model_defaults`)."""
     if model_defaults and not cfg.resume:
         cfg = copy.deepcopy(cfg)
-        apply_model_defaults(cfg, announce=verbose)
+        apply_model_defaults(cfg)
     cfg.validate()
     distributed.setup(cfg.train.device, cfg.train.threads)  # in a torchrun job: join it before choosing the folder
     run = distributed.on_rank_zero(lambda: run_folder(cfg))  # one folder, chosen once, for every rank
