@@ -60,22 +60,26 @@ def _base_type(hint) -> type:
 
 _MODELS: dict[str, ModelInfo] = {}
 
-# ImageNet-style networks trained from scratch on the small built-in sets: digits (8x8) upscaled to 32x32,
-# so five stride-2 stages still see more than one pixel. With Keras' plain 10 epochs they overfit 1.4k
-# digits (mobilenet-v1: train 1.00, test 0.908); light augmentation and 20 epochs reach 0.972, chosen on
-# the validation split (benchmarks/defaults.py, README's models table).
-SCRATCH: dict = {"min_image_size": 32, "scratch_defaults": {"augment": "light", "epochs": 20}}
+def scratch(**defaults) -> dict:
+    """register_model's keywords for an ImageNet-style network: built-in sets below 32 px upscaled to 32, so
+    five stride-2 stages still see more than one pixel; from scratch, light augmentation and 20 epochs
+    (with Keras' plain 10, mobilenet-v1 overfits 1.4k digits: train 1.00, test 0.908; these reach 0.972),
+    and any family-specific `defaults` on top. Measured: benchmarks/defaults.py, README's models table."""
+    return {"min_image_size": 32, "scratch_defaults": {"augment": "light", "epochs": 20, **defaults}}
+
+
+SCRATCH = scratch()
 # timm's inverted-residual nets (MobileNetV2/V3, EfficientNet-Lite): at adam 1e-3 they underfit 1.4k digits in
-# 20 epochs (mobilenetv2 train 0.80, val 0.84); 3e-3 reached val 0.993 and 1e-2 0.986 (benchmarks/defaults.py).
-MOBILE_SCRATCH: dict = {**SCRATCH, "scratch_defaults": {**SCRATCH["scratch_defaults"], "lr": 3e-3}}
+# 20 epochs (mobilenetv2 train 0.80, val 0.84); 3e-3 reached val 0.993 and 1e-2 0.986.
+MOBILE_SCRATCH = scratch(lr=3e-3)
 # SqueezeNet has no BatchNorm and ends in conv -> ReLU -> average: adam 1e-3 killed squeezenet1_0 in its first
 # epoch (every class's ReLU at 0, accuracy 0.10) and nearly killed 1_1 (val 0.78). On 1_1, 3e-4 reached val
 # 0.979, 1e-4 0.910; 3e-3 with 2 warm-up epochs and SGD 0.05 died too.
-SQUEEZE_SCRATCH: dict = {**SCRATCH, "scratch_defaults": {**SCRATCH["scratch_defaults"], "lr": 3e-4}}
+SQUEEZE_SCRATCH = scratch(lr=3e-4)
 # squeezenet1_0 (2.3x the MACs of 1_1) at 3e-4 still spends 6 of 20 epochs near the dead point (val 0.15-0.21)
 # and ends at val 0.910: it gets 30 epochs.
-SQUEEZE_1_0_SCRATCH: dict = {**SQUEEZE_SCRATCH,
-                             "scratch_defaults": {**SQUEEZE_SCRATCH["scratch_defaults"], "epochs": 30}}
+SQUEEZE_1_0_SCRATCH = scratch(lr=3e-4, epochs=30)
+
 
 def register_model(family: str, size: str, name: str | None = None, args: Callable | Mapping[str, type] | None = None,
                    defaults: dict | None = None, min_image_size: int | None = None,

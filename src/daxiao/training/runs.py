@@ -165,8 +165,7 @@ def train(cfg: RunConfig, verbose: bool = True, bundle: DataBundle | None = None
     every model); `callbacks` join the loop (distillation's teacher). `model_defaults`: fill the settings
     nobody chose with the model's own (`with_model_defaults`)."""
     if model_defaults and not cfg.resume:
-        cfg = copy.deepcopy(cfg)
-        apply_model_defaults(cfg)
+        cfg = with_model_defaults(copy.deepcopy(cfg))
     cfg.validate()
     distributed.setup(cfg.train.device, cfg.train.threads)  # in a torchrun job: join it before choosing the folder
     run = distributed.on_rank_zero(lambda: run_folder(cfg))  # one folder, chosen once, for every rank
